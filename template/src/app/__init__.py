@@ -1,0 +1,1 @@
+"""The service; it has no public import API (start it with ``python -m app``)."""

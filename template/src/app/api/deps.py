@@ -1,0 +1,97 @@
+"""Request dependencies: typed lifespan state and the ``Annotated`` aliases routes declare."""
+
+from collections.abc import AsyncIterator
+from typing import Annotated, TypedDict, cast
+
+import httpx
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.core.config import Settings
+from app.core.lifecycle import Lifecycle
+
+
+class AppState(TypedDict):
+    """What the lifespan creates at startup; each request sees it as ``request.state``."""
+
+    settings: Settings
+    lifecycle: Lifecycle
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    http_client: httpx.AsyncClient
+
+
+def app_state(request: Request) -> AppState:
+    """Return the lifespan state of the application serving ``request``.
+
+    Args:
+        request: The current request.
+
+    Returns:
+        The per-request copy of the state the lifespan yielded.
+    """
+    return cast("AppState", request.scope["state"])
+
+
+def get_settings(request: Request) -> Settings:
+    """Return the settings the app was created with (not the process environment).
+
+    Args:
+        request: The current request.
+
+    Returns:
+        The app's settings.
+    """
+    return app_state(request)["settings"]
+
+
+def get_engine(request: Request) -> AsyncEngine:
+    """Return the shared engine.
+
+    Args:
+        request: The current request.
+
+    Returns:
+        The engine created by the lifespan.
+    """
+    return app_state(request)["engine"]
+
+
+def get_http_client(request: Request) -> httpx.AsyncClient:
+    """Return the shared outbound HTTP client.
+
+    Args:
+        request: The current request.
+
+    Returns:
+        The client created by the lifespan.
+    """
+    return app_state(request)["http_client"]
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """Open one session for the request and close it afterwards.
+
+    The session does not commit on its own: wrap writes in ``async with session.begin():``.
+
+    Args:
+        request: The current request.
+
+    Yields:
+        A session used by this request only.
+    """
+    async with app_state(request)["sessionmaker"]() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+"""The settings the application was created with."""
+
+EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
+"""The pooled async engine (for Core queries and health checks)."""
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+"""A request-scoped ORM session; commit explicitly with ``session.begin()``."""
+
+HttpClientDep = Annotated[httpx.AsyncClient, Depends(get_http_client)]
+"""The shared outbound HTTP client with explicit timeouts."""

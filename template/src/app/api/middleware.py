@@ -1,0 +1,143 @@
+"""Pure ASGI middleware: request id + access line, and the request body size guard.
+
+Both are plain ASGI callables, never ``BaseHTTPMiddleware``: that wrapper runs the
+app in another task, so context variables bound inside do not flow back out, and it
+costs roughly 170 µs per request.
+"""
+
+import re
+import time
+import uuid
+from typing import Final
+
+import structlog
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.errors import send_error
+
+REQUEST_ID_HEADER: Final = b"x-request-id"
+# Anything else (newlines, quotes, 1 KB strings) could forge or bloat log lines.
+_SAFE_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+
+_access_log = structlog.get_logger("app.access")
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER:
+            return value.decode("ascii") if _SAFE_REQUEST_ID.fullmatch(value) else None
+    return None
+
+
+class RequestContextMiddleware:
+    """Give every request an id, bind it to all its log lines, and log one access line.
+
+    An incoming ``X-Request-ID`` is reused when it is 1-64 characters of
+    ``A-Z a-z 0-9 . _ -``; otherwise a new uuid4 hex id is made. The id is echoed in
+    the response header, kept in ``request.state.request_id``, and bound with
+    structlog's contextvars. When the response is done, one ``request.completed``
+    line records method, path, status and duration.
+    """
+
+    def __init__(self, app: ASGIApp, *, access_log: bool = True) -> None:
+        self.app = app
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection scope."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if self.access_log:
+                self._log_access(scope, status, time.perf_counter() - started)
+
+    @staticmethod
+    def _log_access(scope: Scope, status: int, seconds: float) -> None:
+        log = _access_log.error if status >= 500 else _access_log.info  # noqa: PLR2004 -- 5xx
+        log(
+            "request.completed",
+            method=scope["method"],
+            path=scope["path"],
+            status=status,
+            duration_ms=round(seconds * 1000, 3),
+        )
+
+
+class BodyTooLargeError(HTTPException):
+    """Raised from ``receive`` once a streamed request body exceeds the limit."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=413, detail="request body too large")
+
+
+class BodySizeLimitMiddleware:
+    """Refuse request bodies above ``max_bytes`` with 413, without buffering them.
+
+    A declared ``Content-Length`` above the limit is refused before the app runs.
+    Bodies without one (chunked) are counted while the app reads them; crossing the
+    limit raises `BodyTooLargeError` inside the app, which answers 413.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection scope."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = self._content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await send_error(scope, send, 413, "request body too large")
+            return
+        received = 0
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLargeError
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLargeError:
+            # Reached here only when the app let the error escape its own handlers.
+            if response_started:
+                raise
+            await send_error(scope, send, 413, "request body too large")
+
+    @staticmethod
+    def _content_length(scope: Scope) -> int | None:
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                return int(value) if value.isdigit() else None
+        return None

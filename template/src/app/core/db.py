@@ -1,0 +1,197 @@
+"""Database access: the pooled async engine, sessions, the unit of work and the ORM base."""
+
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import MetaData, event, exc, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.orm import DeclarativeBase, RelationshipProperty
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
+
+from app.core.config import DatabaseSettings, Settings
+from app.core.meta import service_name
+
+# Key in a pool entry's `info` dict: when the connection was last returned to the pool.
+_CHECKED_IN_AT = "app.checked_in_at"
+
+# Constraint names that Alembic autogenerate can diff and drop reliably.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base for ORM models.
+
+    Relationships default to ``lazy="raise"``: a relationship declared without an
+    explicit ``lazy=`` gets "raise" instead of SQLAlchemy's "select". Reading a
+    relationship that was not loaded then raises ``InvalidRequestError`` at once,
+    where the implicit query would otherwise cause an N+1 storm or, under asyncio,
+    a ``MissingGreenlet`` error. Load what a query needs with ``selectinload()`` or
+    ``joinedload()``, or declare an eager strategy (``lazy="selectin"``) on purpose.
+    Only relationships assigned in the class body are covered; declare both sides
+    with ``back_populates`` rather than ``backref``.
+    """
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Runs before DeclarativeBase maps the class, so the mapper sees the new strategy.
+        # `strategy_key` is derived from `lazy` in __init__; SQLAlchemy's own declarative
+        # scan updates both the same way for write_only/dynamic relationships.
+        for attribute in vars(cls).values():
+            if isinstance(attribute, RelationshipProperty) and attribute.lazy == "select":
+                attribute.lazy = "raise"
+                attribute.strategy_key = (("lazy", "raise"),)
+        super().__init_subclass__(**kwargs)
+
+
+def _postgres_connect_args(db: DatabaseSettings) -> dict[str, Any]:
+    # PostgreSQL truncates application_name to 63 bytes; the pid tells replicas apart.
+    application_name = f"{service_name()[:48]}-{os.getpid()}"
+    server_settings = {
+        "application_name": application_name,
+        "statement_timeout": str(int(db.statement_timeout * 1000)),
+    }
+    args: dict[str, Any] = {
+        "timeout": db.connect_timeout,
+        # The client-side limit backs up the server-side one (a stalled network never
+        # answers); the margin lets PostgreSQL's cleaner error win when both apply.
+        "command_timeout": db.statement_timeout + 1.0 if db.statement_timeout else None,
+        "server_settings": server_settings,
+    }
+    if db.pgbouncer:
+        # Transaction pooling hands each transaction to any server connection, so prepared
+        # statements must neither be cached nor reuse names (asyncpg FAQ, SQLAlchemy docs).
+        args["statement_cache_size"] = 0
+        args["prepared_statement_cache_size"] = 0
+        args["prepared_statement_name_func"] = lambda: f"__asyncpg_{uuid.uuid4()}__"
+    return args
+
+
+def _pool_args(db: DatabaseSettings) -> dict[str, Any]:
+    if db.pgbouncer:
+        # PgBouncer is the pool; a second pool in front of it only holds server slots.
+        return {"poolclass": NullPool}
+    return {
+        "pool_size": db.pool_size,
+        "max_overflow": db.max_overflow,
+        "pool_timeout": db.pool_timeout,
+        "pool_recycle": db.pool_recycle,
+        "pool_pre_ping": db.pool_pre_ping and db.pre_ping_idle == 0,
+    }
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    """Build the pooled async engine described by ``settings.db``; no connection is opened.
+
+    Args:
+        settings: Supplies the URL, pool sizes and timeouts.
+
+    Returns:
+        An `AsyncEngine`; dispose of it with ``await engine.dispose()`` at shutdown.
+    """
+    db = settings.db
+    url = make_url(db.url.get_secret_value())
+    connect_args = _postgres_connect_args(db) if url.get_backend_name() == "postgresql" else {}
+    engine = _create_async_engine(
+        url,
+        connect_args=connect_args,
+        # Bound parameters (passwords, personal data) stay out of exception messages and logs.
+        hide_parameters=True,
+        **_pool_args(db),
+    )
+    if db.pool_pre_ping and db.pre_ping_idle > 0 and not db.pgbouncer:
+        install_idle_pre_ping(engine, idle_seconds=db.pre_ping_idle)
+    return engine
+
+
+def install_idle_pre_ping(engine: AsyncEngine, *, idle_seconds: float) -> None:
+    """Ping pooled connections on checkout only when they sat idle for ``idle_seconds``.
+
+    SQLAlchemy's ``pool_pre_ping`` costs one round trip per checkout. Connections that
+    were used moments ago are rarely dead, while idle ones are what server and firewall
+    idle timeouts kill. A failed ping raises `DisconnectionError`, so the pool drops
+    every connection older than now and retries the checkout with a fresh one, as
+    ``pool_pre_ping`` does. A connection that dies within ``idle_seconds`` of its last
+    use still fails its next statement (SQLAlchemy's optimistic handling then
+    invalidates the pool).
+
+    Args:
+        engine: The engine whose pool gets the checkin/checkout listeners.
+        idle_seconds: Minimum idle time, in seconds, before a checkout pings.
+    """
+    pool = engine.sync_engine.pool
+    dialect = engine.sync_engine.dialect
+
+    def on_checkin(_dbapi: DBAPIConnection | None, record: ConnectionPoolEntry) -> None:
+        record.info[_CHECKED_IN_AT] = time.monotonic()
+
+    def on_checkout(
+        dbapi: DBAPIConnection, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+    ) -> None:
+        checked_in_at = record.info.get(_CHECKED_IN_AT)
+        if checked_in_at is None or time.monotonic() - checked_in_at < idle_seconds:
+            return
+        try:
+            dialect.do_ping(dbapi)
+        except dialect.loaded_dbapi.Error as error:
+            if dialect.is_disconnect(error, dbapi, None):
+                raise exc.InvalidatePoolError from error
+            raise
+
+    event.listen(pool, "checkin", on_checkin)
+    event.listen(pool, "checkout", on_checkout)
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Build the session factory; objects stay readable after commit (no implicit reload).
+
+    Args:
+        engine: The engine sessions connect through.
+
+    Returns:
+        A factory producing one `AsyncSession` per request or task, never shared.
+    """
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def unit_of_work(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """Run a block in one transaction: commit when it ends, roll back when it raises.
+
+    Args:
+        sessionmaker: The factory from `create_sessionmaker`.
+
+    Yields:
+        A session inside an open transaction.
+    """
+    async with sessionmaker() as session, session.begin():
+        yield session
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Run ``SELECT 1``, connecting if needed; bound it with `app.core.concurrency.deadline`.
+
+    Args:
+        engine: The engine to check.
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: The database refused or failed the query.
+        OSError: The network refused the connection.
+    """
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))

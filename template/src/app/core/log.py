@@ -1,0 +1,184 @@
+"""Structured logging: structlog for the service; stdlib and uvicorn records share its output."""
+
+import functools
+import logging
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+import orjson
+import structlog
+from structlog.tracebacks import ExceptionDictTransformer
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from app.core.config import Settings
+
+REDACTED = "[REDACTED]"
+
+# Substrings of field names whose values never reach the logs (OWASP logging cheat sheet,
+# "data to exclude"). Matching is case-insensitive and treats "-" like "_".
+SENSITIVE_KEY_MARKERS = (
+    "api_key",
+    "apikey",
+    "authorization",
+    "cookie",
+    "credential",
+    "dsn",
+    "passwd",
+    "password",
+    "private_key",
+    "secret",
+    "session_id",
+    "sessionid",
+    "token",
+)
+
+# Libraries whose loggers are routed through the same formatter; their own handlers are removed
+# so that every line on stdout is one JSON object.
+_BRIDGED_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi", "sqlalchemy")
+
+
+@functools.lru_cache(maxsize=2048)
+def is_sensitive_key(key: str) -> bool:
+    """Tell whether values stored under ``key`` must be redacted.
+
+    Args:
+        key: A field name of a log event or of a mapping inside one.
+
+    Returns:
+        True if the key names a secret or personal data.
+    """
+    normalised = key.lower().replace("-", "_")
+    return any(marker in normalised for marker in SENSITIVE_KEY_MARKERS)
+
+
+def _redact_nested(value: object) -> object:
+    if isinstance(value, Mapping):
+        return {
+            key: REDACTED
+            if isinstance(key, str) and is_sensitive_key(key)
+            else _redact_nested(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redact_nested(item) for item in value]
+    return value
+
+
+def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Replace the values of sensitive keys, at any depth, with ``[REDACTED]``.
+
+    Args:
+        _logger: Unused; part of the processor protocol.
+        _method: Unused; part of the processor protocol.
+        event_dict: The event being logged.
+
+    Returns:
+        The same event with secrets replaced.
+    """
+    for key, value in event_dict.items():
+        if is_sensitive_key(key):
+            event_dict[key] = REDACTED
+        elif isinstance(value, Mapping | list | tuple):
+            event_dict[key] = _redact_nested(value)
+    return event_dict
+
+
+def _dumps_text(obj: Any, **kwargs: Any) -> str:
+    return orjson.dumps(obj, **kwargs).decode()
+
+
+def _exception_renderer() -> Processor:
+    # structlog's ready-made dict_tracebacks shows local variables, and locals hold secrets.
+    return structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
+
+
+def _console_renderer(stream: TextIO) -> Processor:
+    return structlog.dev.ConsoleRenderer(
+        colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+    )
+
+
+def _use_json(settings: Settings, stream: TextIO) -> bool:
+    if settings.log.format == "auto":
+        return not stream.isatty()
+    return settings.log.format == "json"
+
+
+def _bridge_stdlib(settings: Settings, stream: TextIO, *, as_json: bool) -> None:
+    renderer = (
+        [_exception_renderer(), structlog.processors.JSONRenderer(serializer=_dumps_text)]
+        if as_json
+        else [_console_renderer(stream)]
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_secrets,
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(settings.log.level)
+    for name in _BRIDGED_LOGGERS:
+        bridged = logging.getLogger(name)
+        bridged.handlers.clear()
+        bridged.propagate = True
+    # SQLAlchemy logs every statement as soon as its logger allows INFO.
+    logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
+    logging.getLogger("sqlalchemy.engine").setLevel(
+        logging.INFO if settings.db.echo else logging.WARNING
+    )
+    # httpx logs each outbound URL at INFO, query strings (and their tokens) included.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.captureWarnings(capture=True)
+
+
+def configure_logging(
+    settings: Settings, *, stream: TextIO | None = None, cache_loggers: bool = True
+) -> None:
+    """Configure structlog and the standard library once, at startup.
+
+    JSON lines (orjson) go straight to the stream's byte buffer, the fast path from
+    structlog's performance guide. Records from `logging` (uvicorn, SQLAlchemy, ...)
+    pass through a `ProcessorFormatter` that renders the same fields.
+
+    Args:
+        settings: Supplies ``log.level``, ``log.format`` and ``db.echo``.
+        stream: Where lines go; defaults to standard output.
+        cache_loggers: Freeze loggers on first use (fast). Tests turn this off so that
+            `structlog.testing.capture_logs` keeps working.
+    """
+    out = stream if stream is not None else sys.stdout
+    as_json = _use_json(settings, out)
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
+    ]
+    if as_json:
+        processors: list[Processor] = [
+            *shared,
+            _exception_renderer(),
+            structlog.processors.JSONRenderer(serializer=orjson.dumps),
+        ]
+        factory: Any = structlog.BytesLoggerFactory(file=out.buffer)
+    else:
+        processors = [*shared, _console_renderer(out)]
+        factory = structlog.WriteLoggerFactory(file=out)
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(settings.log.level),
+        logger_factory=factory,
+        cache_logger_on_first_use=cache_loggers,
+    )
+    _bridge_stdlib(settings, out, as_json=as_json)

@@ -1,0 +1,78 @@
+"""Application factory: ``create_app(settings)`` and the lifespan owning long-lived resources.
+
+There is no module-level application: importing this module connects to nothing and
+reads no environment variable. ``python -m app`` builds the app from the settings.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from app.api.deps import AppState
+from app.api.errors import add_exception_handlers
+from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.api.router import create_router
+from app.core.config import Settings
+from app.core.db import create_engine, create_sessionmaker
+from app.core.http import create_http_client
+from app.core.lifecycle import Lifecycle
+from app.core.meta import service_name, service_version
+
+_log = structlog.get_logger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the FastAPI application for ``settings``.
+
+    The lifespan creates the database engine and the shared HTTP client at startup
+    and closes both at shutdown, after the server has drained in-flight requests.
+    Routes reach them through the dependencies in `app.api.deps`.
+
+    Args:
+        settings: The validated settings; tests pass their own.
+
+    Returns:
+        The application, with ``app.state.lifecycle`` shared with the server.
+    """
+    lifecycle = Lifecycle()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[AppState]:
+        engine = create_engine(settings)
+        try:
+            async with create_http_client(settings) as http_client:
+                _log.info(
+                    "app.started",
+                    environment=settings.environment,
+                    db_backend=engine.url.get_backend_name(),
+                )
+                yield AppState(
+                    settings=settings,
+                    lifecycle=lifecycle,
+                    engine=engine,
+                    sessionmaker=create_sessionmaker(engine),
+                    http_client=http_client,
+                )
+        finally:
+            await engine.dispose()
+            _log.info("app.stopped")
+
+    # Interactive docs advertise every route; production serves none of them.
+    public_docs = settings.environment != "production"
+    app = FastAPI(
+        title=service_name(),
+        version=service_version(),
+        lifespan=lifespan,
+        docs_url="/docs" if public_docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if public_docs else None,
+    )
+    app.state.lifecycle = lifecycle
+    add_exception_handlers(app)
+    app.include_router(create_router())
+    # The last middleware added is the outermost: ids and access lines cover 413s too.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.server.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, access_log=settings.log.access)
+    return app

@@ -1,0 +1,1 @@
+"""Tests of the service: unit, API, process and integration tiers."""

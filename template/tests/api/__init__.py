@@ -1,0 +1,1 @@
+"""HTTP behaviour through TestClient, with the lifespan running."""

@@ -1,0 +1,146 @@
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi import APIRouter
+from fastapi.testclient import TestClient
+from sqlalchemy import exc, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.api.deps import SessionDep
+from app.core.config import Settings
+from app.core.db import create_engine
+from app.main import create_app
+from tests.conftest import SettingsFactory
+
+type PgSettings = Callable[..., Settings]
+
+router = APIRouter()
+
+
+@router.get("/sleep")
+async def sleep_in_database(session: SessionDep, seconds: float) -> None:
+    """Keep PostgreSQL busy for `seconds`."""
+    await session.execute(text("SELECT pg_sleep(:seconds)"), {"seconds": seconds})
+
+
+@pytest.fixture
+def pg_settings(make_settings: SettingsFactory, database_url: str) -> PgSettings:
+    """Settings pointing at the test PostgreSQL, with nested overrides."""
+
+    def make(**db: Any) -> Settings:
+        return make_settings(db={"url": database_url, **db})
+
+    create_engine(make())  # loads the asyncpg dialect before the loop guard watches
+    return make
+
+
+@pytest.fixture
+async def engines() -> AsyncIterator[list[AsyncEngine]]:
+    """Engines created by a test, disposed of afterwards."""
+    created: list[AsyncEngine] = []
+    yield created
+    for engine in created:
+        await engine.dispose()
+
+
+async def _backend_pid(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        return int((await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+
+
+async def _terminate(engine: AsyncEngine, pid: int) -> None:
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    await asyncio.sleep(0.2)  # the server needs a moment to drop the socket
+
+
+@pytest.fixture
+def sleep_client(pg_settings: PgSettings) -> Iterator[TestClient]:
+    """A client for an app with a 0.3 s statement timeout and a route that sleeps in SQL."""
+    app = create_app(pg_settings(statement_timeout=0.3))
+    app.include_router(router)
+    with TestClient(app) as client:
+        yield client
+
+
+def test_readyz_ok_on_postgres(sleep_client: TestClient) -> None:
+    """/readyz answers 200 when PostgreSQL answers."""
+    assert sleep_client.get("/readyz").status_code == 200
+
+
+def test_statement_timeout_answers_503(sleep_client: TestClient) -> None:
+    """A statement over APP_DB__STATEMENT_TIMEOUT is stopped by the server: 503 timeout."""
+    fast = sleep_client.get("/sleep", params={"seconds": 0})
+    slow = sleep_client.get("/sleep", params={"seconds": 3})
+
+    assert fast.status_code == 200
+    assert slow.status_code == 503
+    assert slow.json()["error"]["code"] == "timeout"
+
+
+async def test_application_name_identifies_process(
+    pg_settings: PgSettings, engines: list[AsyncEngine]
+) -> None:
+    """Connections carry `<service>-<pid>` as application_name."""
+    engine = create_engine(pg_settings())
+    engines.append(engine)
+
+    async with engine.connect() as connection:
+        name = (await connection.execute(text("SHOW application_name"))).scalar_one()
+
+    assert name.endswith(f"-{os.getpid()}")
+
+
+@pytest.mark.parametrize(
+    "db", [{"pre_ping_idle": 0.1}, {"pre_ping_idle": 0}], ids=["idle-pre-ping", "pre-ping"]
+)
+async def test_pre_ping_replaces_connection_killed_while_idle(
+    pg_settings: PgSettings, engines: list[AsyncEngine], db: dict[str, float]
+) -> None:
+    """A pooled connection killed by the server is replaced on checkout, without an error."""
+    engine = create_engine(pg_settings(pool_size=1, max_overflow=0, **db))
+    admin = create_engine(pg_settings())
+    engines.extend([engine, admin])
+    first_pid = await _backend_pid(engine)
+
+    await _terminate(admin, first_pid)
+    second_pid = await _backend_pid(engine)
+
+    assert first_pid != second_pid
+
+
+async def test_without_pre_ping_killed_connection_fails_once(
+    pg_settings: PgSettings, engines: list[AsyncEngine]
+) -> None:
+    """Control: with pre-ping off the dead connection surfaces as one error, then recovers."""
+    engine = create_engine(pg_settings(pool_size=1, max_overflow=0, pool_pre_ping=False))
+    admin = create_engine(pg_settings())
+    engines.extend([engine, admin])
+    first_pid = await _backend_pid(engine)
+    await _terminate(admin, first_pid)
+
+    with pytest.raises(exc.DBAPIError) as caught:
+        await _backend_pid(engine)
+    recovered_pid = await _backend_pid(engine)
+
+    assert caught.value.connection_invalidated
+    assert recovered_pid != first_pid
+
+
+async def test_pgbouncer_mode_runs_queries(
+    pg_settings: PgSettings, engines: list[AsyncEngine]
+) -> None:
+    """PgBouncer mode (no pool, no statement cache) still runs parameterised queries."""
+    engine = create_engine(pg_settings(pgbouncer=True))
+    engines.append(engine)
+
+    async with engine.connect() as connection:
+        values = [
+            (await connection.execute(text("SELECT :n + 1"), {"n": n})).scalar_one()
+            for n in range(3)
+        ]
+
+    assert values == [1, 2, 3]

@@ -1,0 +1,92 @@
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from app.core.concurrency import run_blocking
+from app.core.config import Settings
+from app.core.http import create_http_client
+from app.core.meta import service_name
+from tests.conftest import SettingsFactory
+
+
+async def _client(settings: Settings) -> httpx.AsyncClient:
+    # Building the SSL context reads certificate files: keep it off the event loop.
+    return await run_blocking(create_http_client, settings)
+
+
+class SilentServer:
+    """A local TCP server that reads requests and never answers them."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.release = asyncio.Event()
+        self.url = ""
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Read the request head, then hold the connection until released."""
+        self.connections += 1
+        await reader.readuntil(b"\r\n\r\n")
+        await self.release.wait()
+        writer.close()
+
+
+@pytest.fixture
+async def silent_server() -> AsyncIterator[SilentServer]:
+    """A running SilentServer on a free port."""
+    silent = SilentServer()
+    server = await asyncio.start_server(silent.handle, "127.0.0.1", 0)
+    host, port = server.sockets[0].getsockname()[:2]
+    silent.url = f"http://{host}:{port}/"
+    yield silent
+    silent.release.set()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_client_has_explicit_timeouts_and_user_agent(make_settings: SettingsFactory) -> None:
+    """Every phase has the configured timeout; requests identify the service."""
+    settings = make_settings(
+        http={"connect_timeout": 1, "read_timeout": 2, "write_timeout": 3, "pool_timeout": 4}
+    )
+
+    async with await _client(settings) as client:
+        timeout = client.timeout
+        user_agent = client.headers["user-agent"]
+
+    assert httpx.Timeout(connect=1, read=2, write=3, pool=4) == timeout
+    assert user_agent.startswith(f"{service_name()}/")
+
+
+async def test_read_timeout_applies(
+    make_settings: SettingsFactory, silent_server: SilentServer
+) -> None:
+    """A server that never answers fails the call after read_timeout, not later."""
+    settings = make_settings(http={"read_timeout": 0.2})
+    started = time.monotonic()
+
+    async with await _client(settings) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.get(silent_server.url)
+
+    assert time.monotonic() - started < 2
+
+
+async def test_connection_limit_applies(
+    make_settings: SettingsFactory, silent_server: SilentServer
+) -> None:
+    """With max_connections reached, another call waits pool_timeout and then fails."""
+    settings = make_settings(
+        http={"max_connections": 1, "max_keepalive": 1, "pool_timeout": 0.2, "read_timeout": 5}
+    )
+
+    async with await _client(settings) as client, asyncio.TaskGroup() as group:
+        first = group.create_task(client.get(silent_server.url))
+        await asyncio.sleep(0.1)
+        with pytest.raises(httpx.PoolTimeout):
+            await client.get(silent_server.url)
+        first.cancel()
+
+    assert silent_server.connections == 1
