@@ -1,0 +1,70 @@
+"""Rendering fixtures: pytest-copier for quick renders, copier's API for trust-proof renders."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from copier import run_copy
+
+from tests.helpers import COMBOS, ROOT, Combo, Render, Rendered, git, list_files
+
+PATHS = ("copier.yml", "template")
+
+
+@pytest.fixture(scope="session")
+def copier_template_paths() -> list[str]:
+    """Copy only what a user's `copier copy` reads (pytest-copier would copy the whole repo)."""
+    return list(PATHS)
+
+
+@pytest.fixture(scope="session")
+def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Return a throw-away git repo (absolute path) holding the working tree's template."""
+    repo = tmp_path_factory.mktemp("template-repo")
+    # What git sees in the working tree (committed, changed or new, minus ignored files such as
+    # __pycache__ left by a symlinked render): the same set a copy from this checkout would use.
+    listed = git(ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *PATHS)
+    for name in sorted(set(filter(None, listed.split("\0")))):
+        source = ROOT / name
+        if source.is_file():  # a tracked file deleted in the working tree is left out
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, repo / name)
+    git(repo, "init", "--quiet")
+    git(repo, "add", "--all")
+    git(repo, "commit", "--quiet", "--message", "template under test")
+    return repo
+
+
+@pytest.fixture(scope="session")
+def render(template_repo: Path) -> Render:
+    """Return a renderer that refuses unsafe features, as a user's plain `copier copy` does."""
+
+    def _render(dst: Path, **answers: str) -> Path:
+        run_copy(
+            str(template_repo),
+            dst,
+            data=answers,
+            defaults=True,
+            vcs_ref="HEAD",
+            unsafe=False,
+            quiet=True,
+        )
+        return dst
+
+    return _render
+
+
+@pytest.fixture(scope="session", params=COMBOS, ids=[combo.id for combo in COMBOS])
+def rendered(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, render: Render
+) -> Rendered:
+    """Render one answer combination once per session, committed to a fresh git repo."""
+    combo: Combo = request.param
+    path = render(tmp_path_factory.mktemp(combo.id) / combo.slug, **combo.answers)
+    files = list_files(path)
+    git(path, "init", "--quiet")
+    git(path, "add", "--all")
+    git(path, "commit", "--quiet", "--message", "chore: render from keel")
+    return Rendered(path=path, combo=combo, files=files)

@@ -1,0 +1,143 @@
+"""Shared constants and subprocess helpers for the template's own tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COPIER_YML = ROOT / "copier.yml"
+Render = Callable[..., Path]
+"""Render the working-tree template into a destination: ``render(dst, **answers) -> dst``."""
+
+GIT_IDENTITY = (
+    "-c",
+    "user.name=keel tests",
+    "-c",
+    "user.email=tests@keel.invalid",
+    "-c",
+    "commit.gpgsign=false",
+    "-c",
+    "init.defaultBranch=main",
+)
+
+
+@dataclass(frozen=True)
+class Combo:
+    """One answer combination of copier.yml that the session renders once."""
+
+    slug: str
+    python: str
+    name: str
+    description: str
+
+    @property
+    def id(self) -> str:
+        """Return a readable pytest id."""
+        return f"{self.slug}-py{self.python}"
+
+    @property
+    def answers(self) -> dict[str, str]:
+        """Return every answer, spelled out so tests can look for each one in the output."""
+        return {
+            "project_name": self.name,
+            "project_slug": self.slug,
+            "description": self.description,
+            "author_name": f"{self.name} Team",
+            "author_email": f"{self.slug}@example.org",
+            "python_version": self.python,
+        }
+
+
+# The slugs sort before and after every locked package, so both ends of the lock are exercised.
+COMBOS = (
+    Combo("aardvark-api", "3.13", "Aardvark API", "Tracks burrows & tunnels for the colony"),
+    Combo("zulu-svc", "3.12", "Zulu Svc", "Last in line; sorts after every locked package"),
+)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A rendered project committed to its own git repository."""
+
+    path: Path
+    combo: Combo
+    files: tuple[str, ...]
+    """What copier wrote, listed before any tool ran in the project (POSIX paths, sorted)."""
+
+
+def list_files(project: Path) -> tuple[str, ...]:
+    """Return every file under `project` as sorted POSIX paths, leaving out `.git`."""
+    return tuple(
+        sorted(
+            path.relative_to(project).as_posix()
+            for path in project.rglob("*")
+            if path.is_file() and ".git" not in path.relative_to(project).parts
+        )
+    )
+
+
+def load_copier_yml() -> dict[str, Any]:
+    """Return copier.yml as a mapping."""
+    data: dict[str, Any] = yaml.safe_load(COPIER_YML.read_text())
+    return data
+
+
+def questions() -> dict[str, dict[str, Any]]:
+    """Return the copier.yml questions (every key that is not a `_setting`), in file order."""
+    return {key: value for key, value in load_copier_yml().items() if not key.startswith("_")}
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git with a fixed identity, so commits work on machines with no git config."""
+    return run_checked(["git", *GIT_IDENTITY, *args], cwd=cwd).stdout
+
+
+def project_env(**extra: str) -> dict[str, str]:
+    """Return the environment for a rendered project: no outer venv, APP_ or PYTEST_ variables.
+
+    `CI` is dropped too: it makes the rendered suite demand PostgreSQL, so a test opts in to that
+    explicitly (`project_env(CI="true", ...)`) instead of inheriting it from the outer CI run.
+    """
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"VIRTUAL_ENV", "CI"} and not key.startswith(("APP_", "PYTEST_"))
+    }
+    env.setdefault("UV_PYTHON_DOWNLOADS", "never")
+    env.update(extra)
+    return env
+
+
+def run_checked(
+    command: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command; on failure, fail the test and show everything it printed."""
+    result = subprocess.run(
+        command,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"`{' '.join(command)}` exited {result.returncode} in {cwd}\n"
+            f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}",
+            pytrace=False,
+        )
+    return result

@@ -1,0 +1,93 @@
+"""Slow: each rendered project passes its own documented lock, lint, type and test commands."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Rendered, git, project_env, run_checked
+from tests.server import free_port, serve_probe_stop
+
+pytestmark = pytest.mark.slow
+
+PG_HOST = "127.0.0.1"
+PG_PORT = "5432"
+PG_USER = "postgres"
+SUMMARY = re.compile(r"^=+ (?P<body>.+) in [\d.]+s(?: \([\d:]+\))? =+$", re.MULTILINE)
+
+
+def psql(sql: str) -> None:
+    """Run one SQL statement as the PostgreSQL superuser against the maintenance database."""
+    run_checked(
+        [
+            *("psql", "-h", PG_HOST, "-p", PG_PORT, "-U", PG_USER, "-d", "postgres"),
+            *("-v", "ON_ERROR_STOP=1", "-q", "-c", sql),
+        ],
+        cwd=Path.cwd(),
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def database_url(rendered: Rendered) -> Iterator[str]:
+    """Create a fresh PostgreSQL database for one render's suite and drop it afterwards."""
+    name = f"keel_{rendered.combo.slug.replace('-', '_')}_{secrets.token_hex(4)}"
+    psql(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pytest_counts(output: str) -> dict[str, int]:
+    """Read the counts from pytest's final summary line ("3 passed, 1 skipped in 0.5s")."""
+    matches = list(SUMMARY.finditer(output))
+    assert matches, f"no pytest summary line in:\n{output}"
+    body = matches[-1].group("body")
+    assert "no tests ran" not in body, body
+    counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
+    for number, word in re.findall(r"(\d+) (\w+)", body):
+        key = "errors" if word in {"error", "errors"} else word
+        counts[key] = counts.get(key, 0) + int(number)
+    return counts
+
+
+def test_generated_project_checks_pass(rendered: Rendered, database_url: str) -> None:
+    """Lock, sync, format, lint, types and tests (PostgreSQL included) pass; the tree stays clean."""
+    cwd = rendered.path
+    env = project_env(APP_TEST_DATABASE_URL=database_url, CI="true")
+    for command in (
+        ["uv", "lock", "--locked", "--offline"],
+        ["uv", "sync", "--locked"],
+        ["uv", "run", "ruff", "format", "--check"],
+        ["uv", "run", "ruff", "check"],
+        ["uv", "run", "mypy"],
+    ):
+        run_checked(command, cwd=cwd, env=env)
+
+    tests = run_checked(["uv", "run", "pytest", "-p", "no:cacheprovider"], cwd=cwd, env=env)
+
+    counts = pytest_counts(tests.stdout)
+    assert counts["passed"] > 0, tests.stdout
+    assert (0, 0, 0) == (counts["failed"], counts["errors"], counts["skipped"]), tests.stdout
+    assert "" == git(cwd, "status", "--porcelain")
+
+
+def test_generated_project_serves_probes_and_stops_on_sigterm(
+    rendered: Rendered, tmp_path: Path
+) -> None:
+    """`uv run python -m app` on SQLite answers /livez and /readyz, then exits 0 on SIGTERM."""
+    cwd = rendered.path
+    port = free_port()
+    env = project_env(APP_PORT=str(port))
+    run_checked(["uv", "sync", "--locked"], cwd=cwd, env=env)
+    run = serve_probe_stop(
+        ["uv", "run", "python", "-m", "app"], cwd=cwd, env=env, port=port, log=tmp_path / "log"
+    )
+
+    assert {"/livez": 200, "/readyz": 200} == run.statuses, run.output
+    assert 0 == run.exit_code, run.output
