@@ -256,7 +256,14 @@ def test_corpus_covers_every_required_catcher() -> None:
         *("TID251", "PGH003", "no-untyped-def", "ignore-without-code"),
     }
     runtime = {what for s in SNIPPETS for check, what in s.expectations if check == "pytest"}
+    services = {
+        what.split()[0]
+        for s in SNIPPETS
+        for check, what in s.expectations
+        if check == "service-test"
+    }
 
     assert all(s.expectations for s in SNIPPETS), [s.source.name for s in SNIPPETS]
     assert required <= caught, sorted(required - caught)
     assert {"lazy='raise'", "event loop blocked", "does not support item assignment"} <= runtime
+    assert {"tests/unit/test_code_rules.py", "tests/unit/test_import_side_effects.py"} <= services
