@@ -242,3 +242,46 @@ def test_questions_doc_has_one_entry_per_question() -> None:
     headings = re.findall(r"^## +`?([A-Za-z0-9_]+)`?\s*$", doc.read_text(), re.MULTILINE)
 
     assert sorted(questions()) == sorted(headings)
+
+
+EXAMPLE_FILES = (
+    "src/app/ledger/__init__.py",
+    "src/app/ledger/routes.py",
+    "src/app/ledger/schemas.py",
+    "src/app/ledger/service.py",
+    "src/app/models/ledger.py",
+    "tests/ledger.py",
+    "tests/api/test_ledger.py",
+    "tests/unit/test_ledger.py",
+    "tests/integration/test_ledger_postgres.py",
+)
+
+
+def rendered_files(project: Path) -> set[str]:
+    """Return every file of a rendered project as POSIX paths relative to it."""
+    return {path.relative_to(project).as_posix() for path in project.rglob("*") if path.is_file()}
+
+
+def test_example_true_renders_the_ledger(render: Render, tmp_path: Path) -> None:
+    """The default renders the example domain, its migration, tests and routes."""
+    project = render(tmp_path / "out", project_name="Demo Svc")
+
+    assert set(EXAMPLE_FILES) <= rendered_files(project)
+    router = (project / "src/app/api/router.py").read_text()
+    assert "from app.ledger import routes as ledger" in router
+    assert "router.include_router(ledger.router)" in router
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert answers["example"] is True
+
+
+def test_example_false_renders_no_trace_of_it(render: Render, tmp_path: Path) -> None:
+    """`example=false` leaves out every example file and every mention of it in code."""
+    project = render(tmp_path / "out", project_name="Demo Svc", example=False)
+
+    assert not set(EXAMPLE_FILES) & rendered_files(project)
+    assert not [name for name in rendered_files(project) if "ledger" in name]
+    for source in (*project.glob("src/**/*.py"), *project.glob("tests/**/*.py")):
+        text = source.read_text()
+        assert "ledger" not in text.lower(), source
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert answers["example"] is False

@@ -96,3 +96,31 @@ def test_money_rejects_unknown_currencies() -> None:
     """Only currencies with known minor units are accepted."""
     with pytest.raises(ValueError, match="unknown currency"):
         Money("1", "XYZ")
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "expected"),
+    [
+        ("10.5", "EUR", "10.50"),
+        ("10.500", "EUR", "10.50"),
+        ("7", "JPY", "7"),
+        ("1.234", "KWD", "1.234"),
+    ],
+    ids=["fewer-digits", "trailing-zeros", "jpy", "kwd"],
+)
+def test_money_exact_keeps_amounts_that_need_no_rounding(
+    amount: str, currency: str, expected: str
+) -> None:
+    """An amount within the currency's minor units is taken as it is."""
+    assert Decimal(expected) == Money.exact(amount, currency).amount
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency"),
+    [("10.005", "EUR"), ("1.5", "JPY"), ("0.0001", "KWD")],
+    ids=["eur-3-places", "jpy-fraction", "kwd-4-places"],
+)
+def test_money_exact_refuses_amounts_that_would_round(amount: str, currency: str) -> None:
+    """Rounding a client's amount would change what was asked for: refuse it instead."""
+    with pytest.raises(ValueError, match="decimal places"):
+        Money.exact(amount, currency)

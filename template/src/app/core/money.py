@@ -103,6 +103,34 @@ class Money:
         object.__setattr__(self, "currency", code)
 
     @classmethod
+    def exact(cls, amount: Amount, currency: str) -> "Money":
+        """Build Money only when no rounding is needed, for amounts a client sent.
+
+        ``Money.exact("10.5", "EUR")`` is ``10.50 EUR``; ``Money.exact("10.005", "EUR")`` raises,
+        where the constructor would round to ``10.00`` and silently change what was asked for.
+
+        Args:
+            amount: Decimal, int or decimal string; never a float.
+            currency: ISO 4217 code listed in ``MINOR_UNITS``.
+
+        Returns:
+            The Money value, equal to ``amount``.
+
+        Raises:
+            TypeError: If ``amount`` is a float or another unsupported type.
+            ValueError: If the currency is unknown or ``amount`` has more decimal places
+                than the currency's minor units.
+        """
+        exact = to_decimal(amount)
+        money = cls(exact, currency)
+        if money.amount != exact:
+            digits = MINOR_UNITS[money.currency]
+            raise ValueError(
+                f"{money.currency} amounts have at most {digits} decimal places, got {amount}"
+            )
+        return money
+
+    @classmethod
     def from_minor(cls, units: int, currency: str) -> "Money":
         """Build Money from an integer count of minor units (cents, pence, yen).
 
