@@ -250,6 +250,7 @@ EXAMPLE_FILES = (
     "src/app/ledger/schemas.py",
     "src/app/ledger/service.py",
     "src/app/models/ledger.py",
+    "src/app/migrations/versions/0002_ledger.py",
     "tests/ledger.py",
     "tests/api/test_ledger.py",
     "tests/unit/test_ledger.py",
