@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from copier import run_copy
 
+from tests.dockerfile import parse_dockerfile
 from tests.helpers import COMBOS, ROOT, Combo, Render, Rendered, git, list_files
+from tests.runtime import Interpreters, Runtime, build_runtime
 
 PATHS = ("copier.yml", "template")
 
@@ -68,3 +72,31 @@ def rendered(
     git(path, "add", "--all")
     git(path, "commit", "--quiet", "--message", "chore: render from keel")
     return Rendered(path=path, combo=combo, files=files)
+
+
+def world_readable_dir(prefix: str) -> Path:
+    """Make a temp dir the image's uid can enter (pytest's own temp folders are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def interpreters() -> Iterator[Interpreters]:
+    """Interpreters the image's uid can start, copied at most once per Python version."""
+    root = world_readable_dir("keel-python-")
+    try:
+        yield Interpreters(root)
+    finally:
+        shutil.rmtree(root)
+
+
+@pytest.fixture(scope="session")
+def runtime(rendered: Rendered, interpreters: Interpreters) -> Iterator[Runtime]:
+    """Build the image's venv with the builder's own `uv sync` and lay out its working dir."""
+    stages = parse_dockerfile(rendered.path / "Dockerfile")
+    root = world_readable_dir("keel-runtime-")
+    try:
+        yield build_runtime(rendered, stages[0], stages[-1], root, interpreters)
+    finally:
+        shutil.rmtree(root)

@@ -10,14 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
-import shutil
-import subprocess
 import sys
-import tempfile
 import tomllib
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -34,7 +28,8 @@ from tests.dockerfile import (
     parse_env,
     read_dockerignore,
 )
-from tests.helpers import Rendered, project_env, run_checked
+from tests.helpers import Rendered, run_checked
+from tests.runtime import Runtime, uv_sync_runs
 from tests.server import free_port, serve_probe_stop
 
 UV_IMAGE = re.compile(r"^ghcr\.io/astral-sh/uv:(?P<tag>[^@\s]+)(?P<digest>@sha256:[0-9a-f]{64})?$")
@@ -59,15 +54,6 @@ MUST_IGNORE = [
 def stages_of(rendered: Rendered) -> list[Stage]:
     """Parse the rendered Dockerfile."""
     return parse_dockerfile(rendered.path / "Dockerfile")
-
-
-def uv_sync_runs(stage: Stage) -> list[tuple[int, Instruction]]:
-    """Return (position, instruction) of every RUN in a stage that calls `uv sync`."""
-    return [
-        (position, instruction)
-        for position, instruction in enumerate(stage.instructions)
-        if instruction.keyword == "RUN" and "uv sync" in instruction.args
-    ]
 
 
 def dependency_layer(stage: Stage) -> tuple[int, Instruction]:
@@ -268,79 +254,6 @@ def test_dockerignore_reader_follows_docker_rules(
 
 
 DEV_TOOLS = ("pytest", "mypy", "ruff", "hadolint", "zizmor", "uv", "uvx")
-UV_BUILD_ENV = ("UV_COMPILE_BYTECODE", "UV_LINK_MODE", "UV_PYTHON_DOWNLOADS", "UV_PYTHON")
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """A stand-in for the image: the runtime venv plus the runtime stage's settings."""
-
-    root: Path
-    argv: list[str]
-    env: dict[str, str]
-    workdir: Path
-    uid: int
-    gid: int
-
-
-@pytest.fixture(scope="module")
-def runtime(rendered: Rendered) -> Iterator[Runtime]:
-    """Build the image's venv with the builder's own `uv sync` and lay out its working dir."""
-    stages = stages_of(rendered)
-    builder, final = stages[0], stages[-1]
-    # Outside pytest's private (0700) temp folder, so the image's uid can reach it.
-    root = Path(tempfile.mkdtemp(prefix="keel-runtime-"))
-    root.chmod(0o755)
-    try:
-        yield build_runtime(rendered, builder, final, root)
-    finally:
-        shutil.rmtree(root)
-
-
-def build_runtime(rendered: Rendered, builder: Stage, final: Stage, root: Path) -> Runtime:
-    """Run the builder's last `uv sync` into root/venv and translate the runtime's ENV to it."""
-    _, last_sync = uv_sync_runs(builder)[-1]
-    words = shlex.split(last_sync.args)
-    venv_dest = copy_sources_and_dest(final)[".venv"]
-    build_env = {key: value for key, value in builder.env().items() if key in UV_BUILD_ENV}
-    venv = root / "venv"
-    run_checked(
-        words[words.index("uv") :],
-        cwd=rendered.path,
-        env=project_env(**build_env, UV_PROJECT_ENVIRONMENT=str(venv)),
-    )
-    env = project_env()
-    for key, value in final.env().items():
-        moved = value.replace(venv_dest, str(venv))
-        env[key] = moved.replace("${PATH}", env["PATH"]).replace("$PATH", env["PATH"])
-    workdir = root / "workdir"
-    workdir.mkdir()
-    uid, _, gid = final.of("USER")[-1].args.partition(":")
-    if os.geteuid() == 0:
-        os.chown(workdir, int(uid), int(gid or uid))
-    argv = json.loads(final.of("CMD")[-1].args)
-    return Runtime(root, argv, env, workdir, int(uid), int(gid or uid))
-
-
-def copy_sources_and_dest(stage: Stage) -> dict[str, str]:
-    """Map the basename of each COPY --from source to its destination in the stage."""
-    mapping = {}
-    for copy in stage.of("COPY"):
-        words = shlex.split(copy.args)
-        for source in words[:-1]:
-            mapping[Path(source).name] = words[-1]
-    return mapping
-
-
-def can_run_as(python: Path, uid: int, gid: int) -> bool:
-    """Tell whether `uid:gid` can start this interpreter at all."""
-    try:
-        probe = subprocess.run(
-            [str(python), "-c", "pass"], user=uid, group=gid, capture_output=True, check=False
-        )
-    except PermissionError:
-        return False
-    return probe.returncode == 0
 
 
 @pytest.mark.slow
@@ -374,11 +287,6 @@ def test_runtime_cmd_runs_as_the_image_user(runtime: Runtime) -> None:
     """The CMD also starts, serves and stops as the image's non-root uid:gid."""
     if os.geteuid() != 0:
         pytest.skip("switching to the image's uid needs root")
-    python = runtime.root / "venv" / "bin" / "python"
-    if not can_run_as(python, runtime.uid, runtime.gid):
-        # On machines whose interpreters live under a private home directory (pyenv), the
-        # image's uid cannot even start Python; the image itself has no such problem.
-        pytest.skip(f"uid {runtime.uid} cannot start {python.resolve()} on this machine")
     port = free_port()
 
     run = serve_probe_stop(

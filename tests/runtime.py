@@ -1,0 +1,163 @@
+"""A stand-in for the built image: its venv, built the Dockerfile's way, and its runtime settings.
+
+There is no Docker engine here. The builder's last `uv sync` is replayed into a fresh venv on
+the image's Python version, and the runtime stage's ENV, WORKDIR, USER and CMD are translated
+to that venv, so tests can start the exact CMD as the image's uid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.dockerfile import Instruction, Stage
+from tests.helpers import Rendered, project_env, run_checked
+
+UV_BUILD_ENV = ("UV_COMPILE_BYTECODE", "UV_LINK_MODE", "UV_PYTHON_DOWNLOADS", "UV_PYTHON")
+# Parts of an interpreter install that neither a venv nor the service needs.
+UNUSED_LIB_PARTS = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "site-packages")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A stand-in for the image: the runtime venv plus the runtime stage's settings."""
+
+    root: Path
+    argv: list[str]
+    env: dict[str, str]
+    workdir: Path
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """A Python the image's uid can start, and the environment it needs for that."""
+
+    executable: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class Interpreters:
+    """The interpreters uv finds, copied once to a world-readable place when the uid needs it.
+
+    Interpreters installed under a private home directory (pyenv's `~/.pyenv` under a 0700
+    `/root`) cannot be started by any other uid. A copy of the install tree works: CPython
+    finds its standard library relative to the executable. A shared-library build also needs
+    its `libpython` found, which the image does through the loader cache; here the copy's
+    `lib` goes on LD_LIBRARY_PATH (searched before the original's RUNPATH).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._found: dict[str, Interpreter] = {}
+
+    def get(self, request: str, *, uid: int, gid: int) -> Interpreter:
+        """Return the interpreter uv finds for ``request``, copied if ``uid:gid`` cannot run it."""
+        if request not in self._found:
+            find = ["uv", "python", "find", request]
+            found = Path(run_checked(find, cwd=self.root, env=project_env()).stdout.strip())
+            interpreter = Interpreter(found)
+            if os.geteuid() == 0 and not can_run_as(found, uid, gid):
+                interpreter = self._copy(found, self.root / request)
+            self._found[request] = interpreter
+        return self._found[request]
+
+    def _copy(self, found: Path, dest: Path) -> Interpreter:
+        probe = [str(found), "-c", "import sys; print(sys.base_prefix)"]
+        prefix = Path(run_checked(probe, cwd=self.root).stdout.strip())
+        executable = found.resolve().relative_to(prefix)
+        skip = shutil.ignore_patterns(*UNUSED_LIB_PARTS, "config-*")
+        (dest / executable).parent.mkdir(parents=True)
+        link_or_copy(prefix / executable, dest / executable)
+        shutil.copytree(
+            prefix / "lib", dest / "lib", symlinks=True, ignore=skip, copy_function=link_or_copy
+        )
+        env = {}
+        if any((dest / "lib").glob("libpython*.so*")):
+            env["LD_LIBRARY_PATH"] = str(dest / "lib")
+        return Interpreter(dest / executable, env)
+
+
+def link_or_copy(source: str | Path, dest: str | Path) -> None:
+    """Hard-link a file (instant, same bytes) or copy it across file systems."""
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copy2(source, dest)
+
+
+def can_run_as(python: Path, uid: int, gid: int) -> bool:
+    """Tell whether `uid:gid` can start this interpreter at all."""
+    try:
+        probe = subprocess.run(
+            [str(python), "-c", "pass"], user=uid, group=gid, capture_output=True, check=False
+        )
+    except PermissionError:
+        return False
+    return probe.returncode == 0
+
+
+def uv_sync_runs(stage: Stage) -> list[tuple[int, Instruction]]:
+    """Return (position, instruction) of every RUN in a stage that calls `uv sync`."""
+    return [
+        (position, instruction)
+        for position, instruction in enumerate(stage.instructions)
+        if instruction.keyword == "RUN" and "uv sync" in instruction.args
+    ]
+
+
+def image_user(final: Stage) -> tuple[int, int]:
+    """Return the uid and gid of the runtime stage's last USER."""
+    uid, _, gid = final.of("USER")[-1].args.partition(":")
+    return int(uid), int(gid or uid)
+
+
+def build_runtime(
+    rendered: Rendered, builder: Stage, final: Stage, root: Path, interpreters: Interpreters
+) -> Runtime:
+    """Run the builder's last `uv sync` into root/venv and translate the runtime's ENV to it."""
+    _, last_sync = uv_sync_runs(builder)[-1]
+    words = shlex.split(last_sync.args)
+    venv_dest = copy_sources_and_dest(final)[".venv"]
+    build_env = {key: value for key, value in builder.env().items() if key in UV_BUILD_ENV}
+    uid, gid = image_user(final)
+    python = interpreters.get(build_env["UV_PYTHON"], uid=uid, gid=gid)
+    venv = root / "venv"
+    run_checked(
+        words[words.index("uv") :],
+        cwd=rendered.path,
+        env=project_env(
+            **{**build_env, "UV_PYTHON": str(python.executable)},
+            **python.env,
+            UV_PROJECT_ENVIRONMENT=str(venv),
+        ),
+    )
+    # Docker sets HOME from the image user's passwd entry (`--no-create-home`: a missing
+    # directory); this machine's HOME may be private, and libpq-style clients such as asyncpg
+    # fail on an unreadable ~/.postgresql instead of skipping it.
+    env = project_env(**python.env, HOME=str(root / "nonexistent"))
+    for key, value in final.env().items():
+        moved = value.replace(venv_dest, str(venv))
+        env[key] = moved.replace("${PATH}", env["PATH"]).replace("$PATH", env["PATH"])
+    workdir = root / "workdir"
+    workdir.mkdir()
+    if os.geteuid() == 0:
+        os.chown(workdir, uid, gid)
+    argv = json.loads(final.of("CMD")[-1].args)
+    return Runtime(root, argv, env, workdir, uid, gid)
+
+
+def copy_sources_and_dest(stage: Stage) -> dict[str, str]:
+    """Map the basename of each COPY --from source to its destination in the stage."""
+    mapping = {}
+    for copy in stage.of("COPY"):
+        words = shlex.split(copy.args)
+        for source in words[:-1]:
+            mapping[Path(source).name] = words[-1]
+    return mapping
