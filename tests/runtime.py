@@ -46,8 +46,8 @@ class Interpreter:
 class Interpreters:
     """The interpreters uv finds, copied once to a world-readable place when the uid needs it.
 
-    Interpreters installed under a private home directory (pyenv's `~/.pyenv` under a 0700
-    `/root`) cannot be started by any other uid. A copy of the install tree works: CPython
+    Interpreters installed under a private (0700) home directory, as version managers do for
+    the superuser, cannot be started by any other uid. A copy of the install tree works: CPython
     finds its standard library relative to the executable. A shared-library build also needs
     its `libpython` found, which the image does through the loader cache; here the copy's
     `lib` goes on LD_LIBRARY_PATH (searched before the original's RUNPATH).
