@@ -8,12 +8,22 @@ Run them with, for example::
 """
 
 import os
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core.config import Settings
+from app.core.db import create_engine
+from tests.conftest import SettingsFactory
+from tests.integration.live import observer_engine
 
 HERE = Path(__file__).parent
 URL_VARIABLE = "APP_TEST_DATABASE_URL"
+
+type PgSettings = Callable[..., Settings]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -41,3 +51,22 @@ def database_url() -> str:
 @pytest.fixture(autouse=True)
 def _require_database(database_url: str) -> None:
     """Apply the skip/fail rule to every test here, even those not using the URL."""
+
+
+@pytest.fixture
+def pg_settings(make_settings: SettingsFactory, database_url: str) -> PgSettings:
+    """Settings pointing at the test PostgreSQL; keywords override ``db`` fields."""
+
+    def make(**db: Any) -> Settings:
+        return make_settings(db={"url": database_url, **db})
+
+    create_engine(make())  # loads the asyncpg dialect before the loop guard watches
+    return make
+
+
+@pytest.fixture
+async def observer(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """The test's own engine, to count and kill the service's connections."""
+    engine = observer_engine(database_url)
+    yield engine
+    await engine.dispose()

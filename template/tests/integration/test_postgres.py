@@ -1,40 +1,16 @@
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from fastapi import APIRouter
 from fastapi.testclient import TestClient
 from sqlalchemy import exc, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.api.deps import SessionDep
-from app.core.config import Settings
 from app.core.db import create_engine
 from app.main import create_app
-from tests.conftest import SettingsFactory
-
-type PgSettings = Callable[..., Settings]
-
-router = APIRouter()
-
-
-@router.get("/sleep")
-async def sleep_in_database(session: SessionDep, seconds: float) -> None:
-    """Keep PostgreSQL busy for `seconds`."""
-    await session.execute(text("SELECT pg_sleep(:seconds)"), {"seconds": seconds})
-
-
-@pytest.fixture
-def pg_settings(make_settings: SettingsFactory, database_url: str) -> PgSettings:
-    """Settings pointing at the test PostgreSQL, with nested overrides."""
-
-    def make(**db: Any) -> Settings:
-        return make_settings(db={"url": database_url, **db})
-
-    create_engine(make())  # loads the asyncpg dialect before the loop guard watches
-    return make
+from tests.integration.conftest import PgSettings
+from tests.integration.live import with_sleep_route
 
 
 @pytest.fixture
@@ -60,8 +36,7 @@ async def _terminate(engine: AsyncEngine, pid: int) -> None:
 @pytest.fixture
 def sleep_client(pg_settings: PgSettings) -> Iterator[TestClient]:
     """A client for an app with a 0.3 s statement timeout and a route that sleeps in SQL."""
-    app = create_app(pg_settings(statement_timeout=0.3))
-    app.include_router(router)
+    app = with_sleep_route(create_app(pg_settings(statement_timeout=0.3)))
     with TestClient(app) as client:
         yield client
 

@@ -1,5 +1,6 @@
 """Database access: the pooled async engine, sessions, the unit of work and the ORM base."""
 
+import functools
 import os
 import time
 import uuid
@@ -7,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from sqlalchemy import MetaData, event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -57,11 +59,39 @@ class Base(DeclarativeBase):
         super().__init_subclass__(**kwargs)
 
 
+class DatabaseConnectTimeoutError(ConnectionError, TimeoutError):
+    """Opening a database connection took longer than ``APP_DB__CONNECT_TIMEOUT``.
+
+    asyncpg raises a bare `TimeoutError`, indistinguishable from any other timeout;
+    this one says the database is unreachable, so callers (and the 503 handler) treat
+    it like a refused connection.
+    """
+
+
+def application_name() -> str:
+    """Return this process's PostgreSQL ``application_name``: ``<service>-<pid>``.
+
+    ``pg_stat_activity`` then shows which process holds which connection.
+
+    Returns:
+        At most 63 bytes, PostgreSQL's limit; the pid tells replicas and workers apart.
+    """
+    return f"{service_name()[:48]}-{os.getpid()}"
+
+
+async def _connect_asyncpg(*args: Any, connect_timeout: float, **kwargs: Any) -> Any:
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except TimeoutError as error:
+        # Within asyncpg.connect a TimeoutError is its own connect timeout: an outer
+        # deadline (asyncio.timeout) cancels instead and raises only where it ends.
+        message = f"no answer from the database within {connect_timeout:g} s"
+        raise DatabaseConnectTimeoutError(message) from error
+
+
 def _postgres_connect_args(db: DatabaseSettings) -> dict[str, Any]:
-    # PostgreSQL truncates application_name to 63 bytes; the pid tells replicas apart.
-    application_name = f"{service_name()[:48]}-{os.getpid()}"
     server_settings = {
-        "application_name": application_name,
+        "application_name": application_name(),
         "statement_timeout": str(int(db.statement_timeout * 1000)),
     }
     args: dict[str, Any] = {
@@ -70,6 +100,8 @@ def _postgres_connect_args(db: DatabaseSettings) -> dict[str, Any]:
         # answers); the margin lets PostgreSQL's cleaner error win when both apply.
         "command_timeout": db.statement_timeout + 1.0 if db.statement_timeout else None,
         "server_settings": server_settings,
+        # SQLAlchemy's asyncpg adapter opens connections through this coroutine.
+        "async_creator_fn": functools.partial(_connect_asyncpg, connect_timeout=db.connect_timeout),
     }
     if db.pgbouncer:
         # Transaction pooling hands each transaction to any server connection, so prepared
