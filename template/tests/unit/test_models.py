@@ -25,4 +25,3 @@ def test_load_models_imports_every_module_of_the_package(
         assert sys.modules[PROBE].IMPORTED is True
     finally:
         sys.modules.pop(PROBE, None)
-
