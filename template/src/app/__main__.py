@@ -5,7 +5,7 @@ import sys
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from app.core.config import Settings, describe_errors, get_settings
+from app.core.config import DotEnvError, Settings, describe_errors, get_settings
 from app.core.log import configure_logging
 from app.main import create_app
 from app.server import serve
@@ -26,6 +26,8 @@ def load_settings_or_exit() -> Settings:
         return get_settings()
     except ValidationError as error:
         lines = describe_errors(error)
+    except DotEnvError as error:
+        lines = error.lines
     except SettingsError as error:
         # pydantic-settings names the field and the source, never the value.
         lines = [str(error)]

@@ -7,9 +7,11 @@ from pydantic_settings import DotEnvSettingsSource
 
 from app.core.config import (
     DatabaseSettings,
+    DotEnvError,
     HttpSettings,
     Settings,
     describe_errors,
+    dotenv_errors,
     env_var_name,
     get_settings,
 )
@@ -214,3 +216,112 @@ def test_env_example_values_are_valid_defaults() -> None:
 
     assert defaults.model_dump_json() == from_example.model_dump_json()
     assert defaults.db.url.get_secret_value() == from_example.db.url.get_secret_value()
+
+
+def test_production_requires_an_explicit_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """APP_ENVIRONMENT=production without APP_DB__URL fails, naming APP_DB__URL."""
+    monkeypatch.setenv("APP_ENVIRONMENT", "production")
+    monkeypatch.setenv("APP_DB__POOL_SIZE", "3")  # another db variable does not count
+
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None)
+
+    assert describe_errors(caught.value) == [
+        (
+            "APP_DB__URL: must be set when APP_ENVIRONMENT=production "
+            "(the SQLite default is for development only)"
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql+asyncpg://svc@db/orders", "sqlite+aiosqlite:///data/app.db"]
+)
+def test_production_accepts_any_explicit_database_url(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """An explicit URL, even SQLite, is a deliberate choice and is accepted."""
+    monkeypatch.setenv("APP_ENVIRONMENT", "production")
+    monkeypatch.setenv("APP_DB__URL", url)
+
+    assert Settings(_env_file=None).db.url.get_secret_value() == url
+
+
+def test_malformed_dotenv_line_is_an_error(tmp_path: Path) -> None:
+    """python-dotenv only warns about a bad line; the settings refuse the file instead."""
+    env_file = tmp_path / "service.env"
+    env_file.write_text(
+        'APP_PORT=7000\nAPP_DB__URL="postgresql://u:canary-pw@db/x\nnot an assignment\n'
+    )
+
+    with pytest.raises(DotEnvError) as caught:
+        Settings(_env_file=env_file)
+
+    assert caught.value.lines == [
+        (
+            "service.env line 2 (APP_DB__URL): cannot be parsed; expected NAME=value "
+            "(check for an unclosed quote or a missing '=')"
+        ),
+        (
+            "service.env line 3: cannot be parsed; expected NAME=value "
+            "(check for an unclosed quote or a missing '=')"
+        ),
+    ]
+    assert "canary-pw" not in str(caught.value)
+
+
+def test_dotenv_errors_accepts_valid_files(tmp_path: Path) -> None:
+    """Comments, blank lines, export, quotes and a missing file are all fine."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("# comment\n\nexport APP_PORT=1\nAPP_HOST=\"0.0.0.0\"\nAPP_X='a b'\n")
+
+    assert dotenv_errors(env_file) == []
+    assert dotenv_errors(tmp_path / "absent.env") == []
+
+
+def test_dotenv_error_names_unknown_line_by_number_only(tmp_path: Path) -> None:
+    """A line that names no variable is reported by file and line, without its text."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("APP_PORT=1\nhunter2 is the password\n")
+
+    assert dotenv_errors(env_file) == [
+        (
+            ".env line 2: cannot be parsed; expected NAME=value "
+            "(check for an unclosed quote or a missing '=')"
+        )
+    ]
+
+
+def test_get_settings_refuses_malformed_dotenv(tmp_path: Path) -> None:
+    """get_settings checks ./.env before reading it (the working directory is tmp_path)."""
+    (tmp_path / ".env").write_text("APP_PORT 8000\n")
+    get_settings.cache_clear()
+
+    with pytest.raises(DotEnvError, match=r"\.env line 1 \(APP_PORT\)"):
+        get_settings()
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("APP_DB__POOL_SIZE", "canary-42"),
+        ("APP_PORT", "canary-port"),
+        ("APP_LOG__LEVEL", "canary-level"),
+        ("APP_SERVER__DRAIN_DELAY", "canary-delay"),
+    ],
+)
+def test_validation_errors_never_echo_the_value(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """hide_input_in_errors: pydantic's own message (what a traceback prints) omits the value.
+
+    ``errors()`` still carries ``input`` on request; `describe_errors` never asks for it.
+    """
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None)
+
+    assert "canary" not in str(caught.value).lower()  # the level is upper-cased first
+    assert "canary" not in "\n".join(describe_errors(caught.value)).lower()

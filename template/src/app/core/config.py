@@ -1,9 +1,14 @@
 """Service settings: environment variables (``APP_`` prefix) and an optional ``.env`` file."""
 
 import functools
+import os
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Literal, Self
 
+# python-dotenv is the parser pydantic-settings reads .env files with (a required dependency of it).
+from dotenv.parser import parse_stream
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -14,7 +19,14 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 ENV_PREFIX = "APP_"
 ENV_NESTED_DELIMITER = "__"
@@ -27,6 +39,74 @@ type LogFormat = Literal["auto", "json", "console"]
 # the service always talks to PostgreSQL through asyncpg.
 _SCHEME_REWRITES = {"postgres": "postgresql+asyncpg", "postgresql": "postgresql+asyncpg"}
 _SUPPORTED_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
+
+# Error type of a setting that only some environments require; its context names the field.
+_REQUIRED_IN_PRODUCTION = "required_in_production"
+
+# The name a `.env` line sets: before "=", or any APP_ name that starts it. Never the value.
+_DOTENV_NAME = re.compile(
+    rf"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*\s*(?==)|{ENV_PREFIX}[A-Za-z0-9_]+)", re.IGNORECASE
+)
+
+
+class DotEnvError(SettingsError):
+    """A ``.env`` file has lines that are not ``NAME=value``.
+
+    python-dotenv only logs a warning and skips such a line, so a setting with an
+    unclosed quote would silently fall back to its default. The service refuses instead.
+    """
+
+    def __init__(self, lines: list[str]) -> None:
+        """Keep one readable line per bad ``.env`` line.
+
+        Args:
+            lines: Messages naming the file, the line number and the variable, if any.
+        """
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def dotenv_errors(path: str | os.PathLike[str], encoding: str = "utf-8") -> list[str]:
+    """Return one message per line of a ``.env`` file that python-dotenv cannot parse.
+
+    Messages name the file, the line and the variable the line seems to set, never
+    its value: a broken line is often a half-quoted password.
+
+    Args:
+        path: The file; a missing file has no errors.
+        encoding: The file's encoding.
+
+    Returns:
+        Messages such as ``.env line 3 (APP_DB__URL): cannot be parsed ...``; empty when valid.
+    """
+    file = Path(path)
+    if not file.is_file():
+        return []
+    errors: list[str] = []
+    with file.open(encoding=encoding) as stream:
+        for binding in parse_stream(stream):
+            if binding.error:
+                name = _DOTENV_NAME.match(binding.original.string)
+                where = f"{file.name} line {binding.original.line}"
+                if name:
+                    where += f" ({name.group(1).strip()})"
+                errors.append(
+                    f"{where}: cannot be parsed; expected NAME=value "
+                    "(check for an unclosed quote or a missing '=')"
+                )
+    return errors
+
+
+def _check_dotenv_files(source: PydanticBaseSettingsSource) -> None:
+    if not isinstance(source, DotEnvSettingsSource) or source.env_file is None:
+        return
+    files = source.env_file
+    paths = [files] if isinstance(files, str | os.PathLike) else list(files)
+    errors = [
+        line for path in paths for line in dotenv_errors(path, source.env_file_encoding or "utf-8")
+    ]
+    if errors:
+        raise DotEnvError(errors)
 
 
 def _upper(value: object) -> object:
@@ -176,6 +256,36 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     server: ServerSettings = ServerSettings()
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Use the default sources, but refuse a ``.env`` file with unparsable lines.
+
+        Raises:
+            DotEnvError: A line of the ``.env`` file is not ``NAME=value``.
+        """
+        _check_dotenv_files(dotenv_settings)
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
+
+    @model_validator(mode="after")
+    def _production_needs_database_url(self) -> Self:
+        # The SQLite default suits a laptop; in production it would be a per-container
+        # file that vanishes with the pod. Production must name its database.
+        if self.environment == "production" and "url" not in self.db.model_fields_set:
+            raise PydanticCustomError(
+                _REQUIRED_IN_PRODUCTION,
+                "must be set when APP_ENVIRONMENT=production (the SQLite default is for "
+                "development only)",
+                {"field": "db.url"},
+            )
+        return self
+
 
 @functools.cache
 def get_settings() -> Settings:
@@ -186,7 +296,12 @@ def get_settings() -> Settings:
 
     Raises:
         ValidationError: A variable is missing or invalid; see `describe_errors`.
+        DotEnvError: The ``.env`` file has a line that is not ``NAME=value``.
     """
+    # Checked first so python-dotenv's own warning about the line is never printed too.
+    env_file = Settings.model_config.get("env_file")
+    if isinstance(env_file, str) and (errors := dotenv_errors(env_file)):
+        raise DotEnvError(errors)
     return Settings()
 
 
@@ -215,7 +330,10 @@ def describe_errors(error: ValidationError) -> list[str]:
         Lines such as ``APP_PORT: Input should be a valid integer``.
     """
     messages: dict[str, list[str]] = {}
-    for item in error.errors(include_url=False, include_input=False, include_context=False):
+    for item in error.errors(include_url=False, include_input=False):
         message = item["msg"].removeprefix("Value error, ")
-        messages.setdefault(env_var_name(item["loc"]), []).append(message)
+        location: Sequence[int | str] = item["loc"]
+        if item["type"] == _REQUIRED_IN_PRODUCTION:
+            location = str(item.get("ctx", {})["field"]).split(".")
+        messages.setdefault(env_var_name(location), []).append(message)
     return [f"{name}: {'; '.join(found)}" for name, found in messages.items()]
