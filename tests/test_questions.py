@@ -253,6 +253,7 @@ EXAMPLE_FILES = (
     "src/app/migrations/versions/0002_ledger.py",
     "tests/ledger.py",
     "tests/api/test_ledger.py",
+    "tests/api/test_ledger_schema.py",
     "tests/unit/test_ledger.py",
     "tests/integration/test_ledger_postgres.py",
 )

@@ -28,11 +28,17 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody} for status in (*statuses, 422)}
 
 
+# A body that is not JSON at all is a 400, before validation (422) can run.
+_BODY_ERRORS = (400,)
+
+
 def _refused(request: Request, error: service.LedgerError) -> JSONResponse:
     return error_response(request, error.status, error.message, code=error.code)
 
 
-@router.post("/accounts", status_code=201, response_model=AccountOut, responses=_errors())
+@router.post(
+    "/accounts", status_code=201, response_model=AccountOut, responses=_errors(*_BODY_ERRORS)
+)
 async def create_account(request: Request, body: AccountCreate) -> AccountOut | JSONResponse:
     """Open an account in one currency, with an optional opening balance."""
     try:
@@ -75,7 +81,7 @@ async def get_account(
     "/transfers",
     status_code=201,
     response_model=TransferOut,
-    responses=_errors(404, 409),
+    responses=_errors(*_BODY_ERRORS, 404, 409),
 )
 async def create_transfer(
     request: Request,

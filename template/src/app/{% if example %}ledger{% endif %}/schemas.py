@@ -5,19 +5,27 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from app.core.money import MINOR_UNITS
+
 MAX_ID = 2**63 - 1
 """Ids are 64-bit: a larger number cannot name a row and must not reach SQL."""
 
 type AccountId = Annotated[int, Field(ge=1, le=MAX_ID)]
 type DecimalString = Annotated[
     str,
-    StringConstraints(pattern=r"^-?[0-9]{1,20}(\.[0-9]{1,20})?$"),
-    Field(examples=["12.50"], description="A decimal number as a string, e.g. 12.50"),
+    # Up to 15 digits before the point and 4 after: what a NUMERIC(19, 4) column holds.
+    # The currency's own number of decimals is checked by the service (a clear 422).
+    StringConstraints(pattern=r"^[0-9]{1,15}(\.[0-9]{1,4})?$"),
+    Field(examples=["12.50"], description="A non-negative decimal number as a string"),
 ]
 type CurrencyCode = Annotated[
     str,
     StringConstraints(pattern=r"^[A-Z]{3}$"),
-    Field(examples=["EUR"], description="ISO 4217 code, e.g. EUR"),
+    Field(
+        examples=["EUR"],
+        description="ISO 4217 code of a currency listed in app.core.money.MINOR_UNITS",
+        json_schema_extra={"enum": sorted(MINOR_UNITS)},
+    ),
 ]
 
 
