@@ -119,3 +119,24 @@ async def test_pgbouncer_mode_runs_queries(
         ]
 
     assert values == [1, 2, 3]
+
+
+async def test_pgbouncer_mode_sends_no_statement_timeout_but_still_bounds_queries(
+    pg_settings: PgSettings, engines: list[AsyncEngine]
+) -> None:
+    """PgBouncer refuses a statement_timeout startup parameter; the driver's limit still holds.
+
+    PostgreSQL itself would accept the parameter, so the test checks it was not sent: the
+    session keeps the server's default while a longer query is still cut off.
+    """
+    engine = create_engine(pg_settings(pgbouncer=True, statement_timeout=0.2))
+    engines.append(engine)
+
+    async with engine.connect() as connection:
+        server_limit = (await connection.execute(text("SHOW statement_timeout"))).scalar_one()
+        name = (await connection.execute(text("SHOW application_name"))).scalar_one()
+        with pytest.raises(TimeoutError):
+            await connection.execute(text("SELECT pg_sleep(2)"))
+
+    assert server_limit == "0"
+    assert name.endswith(f"-{os.getpid()}")  # PgBouncer passes application_name through

@@ -90,15 +90,21 @@ async def _connect_asyncpg(*args: Any, connect_timeout: float, **kwargs: Any) ->
 
 
 def _postgres_connect_args(db: DatabaseSettings) -> dict[str, Any]:
-    server_settings = {
-        "application_name": application_name(),
-        "statement_timeout": str(int(db.statement_timeout * 1000)),
-    }
+    server_settings = {"application_name": application_name()}
+    # The client-side limit backs up the server-side one (a stalled network never answers);
+    # the margin lets PostgreSQL's cleaner error win when both apply.
+    command_timeout = db.statement_timeout + 1.0 if db.statement_timeout else None
+    if db.pgbouncer:
+        # PgBouncer refuses startup parameters it cannot track ("unsupported startup
+        # parameter: statement_timeout"), and ignoring it there would drop the limit. Set
+        # the server-side limit on the role (ALTER ROLE ... SET statement_timeout); the
+        # driver's own limit, without a margin, still stops a runaway query here.
+        command_timeout = db.statement_timeout or None
+    else:
+        server_settings["statement_timeout"] = str(int(db.statement_timeout * 1000))
     args: dict[str, Any] = {
         "timeout": db.connect_timeout,
-        # The client-side limit backs up the server-side one (a stalled network never
-        # answers); the margin lets PostgreSQL's cleaner error win when both apply.
-        "command_timeout": db.statement_timeout + 1.0 if db.statement_timeout else None,
+        "command_timeout": command_timeout,
         "server_settings": server_settings,
         # SQLAlchemy's asyncpg adapter opens connections through this coroutine.
         "async_creator_fn": functools.partial(_connect_asyncpg, connect_timeout=db.connect_timeout),
