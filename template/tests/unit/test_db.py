@@ -269,11 +269,26 @@ async def test_idle_pre_ping_skips_recently_used_connections(
     await engine.dispose()
 
 
-async def test_default_pre_ping_pings_every_checkout(
+async def test_default_pre_ping_skips_busy_connections(
     make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With pre_ping_idle 0 (default), every reuse of a pooled connection is pinged."""
+    """By default a connection reused right after its last use is not pinged."""
     engine = create_engine(make_settings(db={"pool_size": 1}))
+    counter = PingCounter(engine, monkeypatch)
+
+    for _ in range(3):
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    assert counter.calls == 0
+    await engine.dispose()
+
+
+async def test_pre_ping_idle_zero_pings_every_checkout(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With pre_ping_idle 0, every reuse of a pooled connection is pinged."""
+    engine = create_engine(make_settings(db={"pool_size": 1, "pre_ping_idle": 0}))
     counter = PingCounter(engine, monkeypatch)
 
     for _ in range(3):

@@ -152,10 +152,11 @@ class DatabaseSettings(_Group):
         default=True, description="Check that a pooled connection is alive before using it."
     )
     pre_ping_idle: float = Field(
-        default=0.0,
+        default=10.0,
         ge=0,
         le=3600,
-        description="With pool_pre_ping, ping only connections idle this many seconds (0: always).",
+        description="With pool_pre_ping, ping only connections idle this many seconds "
+        "(0: every checkout); connections the server closed are always replaced.",
     )
     connect_timeout: float = Field(
         default=5.0, gt=0, le=300, description="Seconds allowed to open a connection."
