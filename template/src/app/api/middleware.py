@@ -5,9 +5,9 @@ app in another task, so context variables bound inside do not flow back out, and
 costs roughly 170 µs per request.
 """
 
+import os
 import re
 import time
-import uuid
 from typing import Final
 
 import structlog
@@ -23,6 +23,21 @@ _SAFE_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 _access_log = structlog.get_logger("app.access")
 
 
+def new_request_id() -> str:
+    """Return a random RFC 4122 version-4 UUID as 32 lowercase hex digits.
+
+    The same value ``uuid.uuid4().hex`` gives, without building a `uuid.UUID` object,
+    which costs several microseconds on every request.
+
+    Returns:
+        The new id.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return raw.hex()
+
+
 def _incoming_request_id(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == REQUEST_ID_HEADER:
@@ -34,8 +49,8 @@ class RequestContextMiddleware:
     """Give every request an id, bind it to all its log lines, and log one access line.
 
     An incoming ``X-Request-ID`` is reused when it is 1-64 characters of
-    ``A-Z a-z 0-9 . _ -``; otherwise a new uuid4 hex id is made. The id is echoed in
-    the response header, kept in ``request.state.request_id``, and bound with
+    ``A-Z a-z 0-9 . _ -``; otherwise a new uuid4 hex id is made (`new_request_id`).
+    The id is echoed in the response header, kept in ``request.state.request_id``, and bound with
     structlog's contextvars. When the response is done, one ``request.completed``
     line records method, path, status and duration.
     """
@@ -49,7 +64,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = _incoming_request_id(scope) or new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -94,7 +109,8 @@ class BodySizeLimitMiddleware:
 
     A declared ``Content-Length`` above the limit is refused before the app runs.
     Bodies without one (chunked) are counted while the app reads them; crossing the
-    limit raises `BodyTooLargeError` inside the app, which answers 413.
+    limit raises `BodyTooLargeError` inside the app, which answers 413. Requests with
+    neither header have no body and pass straight through, uncounted.
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
@@ -106,9 +122,14 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = self._content_length(scope)
+        declared, chunked = self._body_headers(scope)
         if declared is not None and declared > self.max_bytes:
             await send_error(scope, send, 413, "request body too large")
+            return
+        if not chunked:
+            # No Transfer-Encoding: the body is exactly the declared Content-Length (checked
+            # above) or empty, as the HTTP/1.1 server frames it, so there is nothing to count.
+            await self.app(scope, receive, send)
             return
         received = 0
         response_started = False
@@ -136,8 +157,13 @@ class BodySizeLimitMiddleware:
             await send_error(scope, send, 413, "request body too large")
 
     @staticmethod
-    def _content_length(scope: Scope) -> int | None:
+    def _body_headers(scope: Scope) -> tuple[int | None, bool]:
+        declared: int | None = None
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length":
-                return int(value) if value.isdigit() else None
-        return None
+                declared = int(value) if value.isdigit() else None
+                chunked = chunked or declared is None
+            elif name == b"transfer-encoding":
+                chunked = True
+        return declared, chunked
