@@ -11,7 +11,7 @@ import pytest
 from copier import run_copy
 
 from tests.dockerfile import parse_dockerfile
-from tests.helpers import COMBOS, ROOT, Combo, Render, Rendered, git, list_files
+from tests.helpers import COMBOS, ROOT, Combo, Render, Rendered, drop_example, git, list_files
 from tests.runtime import Interpreters, Runtime, build_runtime
 
 PATHS = ("copier.yml", "template")
@@ -45,7 +45,7 @@ def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def render(template_repo: Path) -> Render:
     """Return a renderer that refuses unsafe features, as a user's plain `copier copy` does."""
 
-    def _render(dst: Path, **answers: str) -> Path:
+    def _render(dst: Path, **answers: str | bool) -> Path:
         run_copy(
             str(template_repo),
             dst,
@@ -66,11 +66,25 @@ def rendered(
 ) -> Rendered:
     """Render one answer combination once per session, committed to a fresh git repo."""
     combo: Combo = request.param
-    path = render(tmp_path_factory.mktemp(combo.id) / combo.slug, **combo.answers)
-    files = list_files(path)
+    dst = tmp_path_factory.mktemp(combo.id) / combo.slug
+    if combo.example:
+        path = render(dst, **combo.answers)
+        files = list_files(path)
+        git(path, "init", "--quiet")
+        git(path, "add", "--all")
+        git(path, "commit", "--quiet", "--message", "chore: render from keel")
+        return Rendered(path=path, combo=combo, files=files)
+    # Without the example: rendered with it, then dropped as a user would drop it, so the
+    # generated suite proves the dropped project works (test_example.py: it equals a fresh
+    # render without the example).
+    path = render(dst, **{**combo.answers, "example": True})
     git(path, "init", "--quiet")
     git(path, "add", "--all")
     git(path, "commit", "--quiet", "--message", "chore: render from keel")
+    drop_example(path)
+    files = list_files(path)
+    git(path, "add", "--all")
+    git(path, "commit", "--quiet", "--message", "chore: drop the example")
     return Rendered(path=path, combo=combo, files=files)
 
 

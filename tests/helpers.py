@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from copier import run_update
 
 ROOT = Path(__file__).resolve().parent.parent
 COPIER_YML = ROOT / "copier.yml"
@@ -37,6 +38,8 @@ class Combo:
     python: str
     name: str
     description: str
+    example: bool = True
+    """With False the session renders the example, then drops it with `copier update`."""
 
     @property
     def id(self) -> str:
@@ -44,7 +47,7 @@ class Combo:
         return f"{self.slug}-py{self.python}"
 
     @property
-    def answers(self) -> dict[str, str]:
+    def answers(self) -> dict[str, str | bool]:
         """Return every answer, spelled out so tests can look for each one in the output."""
         return {
             "project_name": self.name,
@@ -53,13 +56,20 @@ class Combo:
             "author_name": f"{self.name} Team",
             "author_email": f"{self.slug}@example.org",
             "python_version": self.python,
+            "example": self.example,
         }
 
 
 # The slugs sort before and after every locked package, so both ends of the lock are exercised.
 COMBOS = (
     Combo("aardvark-api", "3.13", "Aardvark API", "Tracks burrows & tunnels for the colony"),
-    Combo("zulu-svc", "3.12", "Zulu Svc", "Last in line; sorts after every locked package"),
+    Combo(
+        "zulu-svc",
+        "3.12",
+        "Zulu Svc",
+        "Last in line; sorts after every locked package",
+        example=False,
+    ),
 )
 
 
@@ -93,6 +103,19 @@ def load_copier_yml() -> dict[str, Any]:
 def questions() -> dict[str, dict[str, Any]]:
     """Return the copier.yml questions (every key that is not a `_setting`), in file order."""
     return {key: value for key, value in load_copier_yml().items() if not key.startswith("_")}
+
+
+def drop_example(project: Path) -> None:
+    """Re-answer `example=false` in a committed project, as a user would with `copier update`."""
+    run_update(
+        str(project),
+        data={"example": False},
+        defaults=True,
+        overwrite=True,
+        vcs_ref="HEAD",
+        unsafe=False,
+        quiet=True,
+    )
 
 
 def git(cwd: Path, *args: str) -> str:
