@@ -1,0 +1,1 @@
+"""keel's benchmark harness (a maintainer tool; never rendered into services)."""
