@@ -229,18 +229,10 @@ def _apply(
     key: str,
     fingerprint: str,
 ) -> Transfer:
-    source = accounts.get(request.from_account_id)
-    destination = accounts.get(request.to_account_id)
-    missing = [
-        account_id
-        for account_id, account in (
-            (request.from_account_id, source),
-            (request.to_account_id, destination),
-        )
-        if account is None
-    ]
-    if source is None or destination is None:
-        raise LedgerError(404, "account_not_found", f"no account with id {missing[0]}")
+    for account_id in (request.from_account_id, request.to_account_id):
+        if account_id not in accounts:
+            raise LedgerError(404, "account_not_found", f"no account with id {account_id}")
+    source, destination = accounts[request.from_account_id], accounts[request.to_account_id]
     for account in (source, destination):
         if account.currency != amount.currency:
             raise LedgerError(
