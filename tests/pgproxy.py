@@ -51,6 +51,7 @@ class LatencyProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     def __enter__(self) -> Self:
         self._thread.start()
@@ -63,10 +64,12 @@ class LatencyProxy:
     def __exit__(self, *_exc: object) -> None:
         async def close(server: asyncio.Server) -> None:
             server.close()
+            # Closing both ends of every connection lets each pipe see EOF and finish.
+            for writer in self._writers:
+                writer.close()
             connections = asyncio.all_tasks() - {asyncio.current_task()}
-            for task in connections:
-                task.cancel()
-            await asyncio.gather(*connections, return_exceptions=True)
+            if connections:
+                await asyncio.wait(connections, timeout=5)
             await server.wait_closed()
 
         if self._server is not None:
@@ -90,8 +93,10 @@ class LatencyProxy:
         stats.open += 1
         stats.peak_open = max(stats.peak_open, stats.open)
         tail = b""
+        self._writers.add(client_w)
         try:
             server_r, server_w = await asyncio.open_connection(*self.upstream)
+            self._writers.add(server_w)
             upstream = asyncio.create_task(self._pipe(server_r, client_w, delayed=False))
             tail = await self._pipe(client_r, server_w, delayed=True)
             # The client has finished sending; let the server's last replies through.
