@@ -11,7 +11,6 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Self
 
 import httpx
 import uvicorn
@@ -119,42 +118,35 @@ async def terminate_service_connections(observer: AsyncEngine) -> int:
         return int(result.scalar_one())
 
 
-class PeakSampler:
-    """Sample the service's connection count in ``pg_stat_activity`` until stopped."""
+async def _sample(observer: AsyncEngine, samples: list[int], stop: asyncio.Event) -> None:
+    # One connection for all samples, so sampling itself opens nothing per round.
+    async with observer.connect() as connection:
+        while True:
+            result = await connection.execute(_COUNT, {"name": application_name()})
+            samples.append(int(result.scalar_one()))
+            if stop.is_set():
+                return
+            await asyncio.sleep(0.005)
 
-    def __init__(self, observer: AsyncEngine, interval: float = 0.005) -> None:
-        """Prepare a sampler; use it as ``async with sampler:`` around the load."""
-        self.observer = observer
-        self.interval = interval
-        self.samples: list[int] = []
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    @property
-    def peak(self) -> int:
-        """The highest count seen."""
-        return max(self.samples, default=0)
+@contextlib.asynccontextmanager
+async def sampling_connections(observer: AsyncEngine) -> AsyncIterator[list[int]]:
+    """Sample the service's connection count in ``pg_stat_activity`` while the block runs.
 
-    async def _run(self) -> None:
-        # One connection for all samples, so sampling itself opens nothing per round.
-        async with self.observer.connect() as connection:
-            while True:
-                result = await connection.execute(_COUNT, {"name": application_name()})
-                self.samples.append(int(result.scalar_one()))
-                if self._stop.is_set():
-                    return
-                await asyncio.sleep(self.interval)
+    Args:
+        observer: The engine from `observer_engine`.
 
-    async def __aenter__(self) -> Self:
-        """Start sampling."""
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        """Stop sampling after one last sample."""
-        self._stop.set()
-        if self._task is not None:
-            await self._task
+    Yields:
+        The list the samples are appended to; one last sample is taken after the block.
+    """
+    samples: list[int] = []
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as group:
+        group.create_task(_sample(observer, samples, stop))
+        try:
+            yield samples
+        finally:
+            stop.set()
 
 
 async def wait_for(
