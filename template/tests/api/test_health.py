@@ -1,7 +1,12 @@
+import asyncio
+
 import httpx
+import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.typing import EventDict
 
+import app.main
 from app.core.lifecycle import Lifecycle
 from app.main import create_app
 from tests.conftest import SettingsFactory
@@ -85,5 +90,30 @@ def test_lifespan_closes_resources(make_settings: SettingsFactory, logs: list[Ev
     assert http_client.is_closed
     assert [e["event"] for e in logs if e["event"].startswith("app.")] == [
         "app.started",
+        "app.stopped",
+    ]
+
+
+def test_lifespan_drops_a_pool_that_will_not_close(
+    make_settings: SettingsFactory, logs: list[EventDict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pool whose connections hang on close is dropped after DISPOSE_TIMEOUT; the stop ends."""
+    monkeypatch.setattr(app.main, "DISPOSE_TIMEOUT", 0.05)
+    closes: list[bool] = []
+
+    async def hanging_dispose(_engine: AsyncEngine, *, close: bool = True) -> None:
+        closes.append(close)
+        if close:
+            await asyncio.Event().wait()
+
+    monkeypatch.setattr(AsyncEngine, "dispose", hanging_dispose)
+
+    with TestClient(create_app(make_settings())) as client:
+        client.get("/livez")
+
+    assert closes == [True, False]
+    assert [e["event"] for e in logs if e["event"].startswith("app.")] == [
+        "app.started",
+        "app.dispose_timeout",
         "app.stopped",
     ]
