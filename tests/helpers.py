@@ -73,6 +73,24 @@ COMBOS = (
 )
 
 
+EXAMPLE_FILES = frozenset(
+    {
+        "src/app/ledger/__init__.py",
+        "src/app/ledger/routes.py",
+        "src/app/ledger/schemas.py",
+        "src/app/ledger/service.py",
+        "src/app/models/ledger.py",
+        "src/app/migrations/versions/0002_ledger.py",
+        "tests/ledger.py",
+        "tests/api/test_ledger.py",
+        "tests/api/test_ledger_schema.py",
+        "tests/unit/test_ledger.py",
+        "tests/integration/test_ledger_postgres.py",
+    }
+)
+"""Every file the `example` question adds to a rendered project (POSIX paths)."""
+
+
 @dataclass(frozen=True)
 class Rendered:
     """A rendered project committed to its own git repository."""

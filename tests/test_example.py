@@ -5,24 +5,11 @@ from __future__ import annotations
 import filecmp
 from pathlib import Path
 
-from tests.helpers import COMBOS, Render, drop_example, git, list_files
+from tests.helpers import COMBOS, EXAMPLE_FILES, Render, drop_example, git, list_files
 
-# What re-answering the question may touch: the example's own files, plus the one line
-# each in the router and the answers file that name it.
-EXAMPLE_FILES = {
-    "src/app/ledger/__init__.py",
-    "src/app/ledger/routes.py",
-    "src/app/ledger/schemas.py",
-    "src/app/ledger/service.py",
-    "src/app/models/ledger.py",
-    "src/app/migrations/versions/0002_ledger.py",
-    "tests/ledger.py",
-    "tests/api/test_ledger.py",
-    "tests/api/test_ledger_schema.py",
-    "tests/unit/test_ledger.py",
-    "tests/integration/test_ledger_postgres.py",
-}
-MENTIONS = {"src/app/api/router.py", ".copier-answers.yml"}
+# Besides the example's own files, re-answering may touch only the files that mention it:
+# the router lines, the README's section and the answers file.
+MENTIONS = {"src/app/api/router.py", "README.md", ".copier-answers.yml"}
 
 
 def test_dropping_the_example_equals_a_fresh_render_without_it(
