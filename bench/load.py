@@ -27,7 +27,10 @@ class LoadResult:
     p99_ms: float
     requests: int
     non_2xx: int
+    connect_errors: int
+    """Connections refused or failed to open (after a server closed its listener, say)."""
     socket_errors: int
+    """Reads, writes or requests that failed or timed out on an open connection."""
     cpu_us_per_request: float | None = None
     """Service CPU time (user + system) per request: unlike req/s, not inflated by CPU steal."""
 
@@ -55,7 +58,8 @@ def parse_wrk(output: str) -> LoadResult:
         p99_ms=percentiles[99],
         requests=int(total[1]),
         non_2xx=int(non_2xx[1]) if non_2xx else 0,
-        socket_errors=sum(map(int, socket.groups())) if socket else 0,
+        connect_errors=int(socket[1]) if socket else 0,
+        socket_errors=sum(map(int, socket.groups()[1:])) if socket else 0,
     )
 
 

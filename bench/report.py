@@ -11,6 +11,7 @@ LABELS = {
     "keel/livez": "keel GET /livez (full middleware)",
     "bare/livez": "(a) bare FastAPI + uvicorn GET /livez",
     "keel/read": "keel DB read",
+    "keel-ping/read": "keel DB read, pre-ping on every checkout",
     "pool/read": "(b) SQLAlchemy + asyncpg pool, no pre-ping",
     "naive/read": "(c) connection per request",
 }
@@ -116,7 +117,7 @@ def build(
             15,
             at_least=False,
             unit=" s",
-            why="" if green else "not measured in smoke mode",
+            why="" if green else "not measured in this run",
         ),
     ]
     return {
@@ -180,10 +181,17 @@ def markdown(results: dict[str, Any]) -> str:
     lines.append(f"| cold start runs (s) | {', '.join(map(str, f['cold_start_s']['runs']))} |")
     lines.append(f"| RSS after load per round (MiB) | {', '.join(map(str, f['rss_mb']['runs']))} |")
     lines.append(f"| runtime venv build (uv sync, warm cache) | {f['venv_build_s']} s |")
+    pinging = _ratio(results["medians"], "keel/read", "keel-ping/read")
+    if pinging is not None:
+        lines.append(
+            f"| keel DB read ÷ the same with a ping on every checkout | {pinging:.2f}x "
+            f"({_cpu_note(results['medians'], 'keel/read', 'keel-ping/read')}) |"
+        )
     for name, data in sig.items():
         load = data["load"]
         failed = (
-            f"{load['non_2xx']} non-2xx, {load['socket_errors']} socket errors"
+            f"{load['non_2xx']} non-2xx, {load['socket_errors']} read/write/timeout errors, "
+            f"{load['connect_errors']} refused reconnects once the listener closed"
             if isinstance(load, dict)
             else load
         )

@@ -66,6 +66,7 @@ class Options:
     cold_starts: int
     admin_dsn: str
     keep: bool
+    copy_to_green: bool
 
     @classmethod
     def parse(cls, argv: list[str] | None = None) -> Options:
@@ -85,6 +86,9 @@ class Options:
             help="PostgreSQL URL allowed to CREATE DATABASE (env BENCH_ADMIN_DSN)",
         )
         parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+        parser.add_argument(
+            "--no-copy-to-green", action="store_true", help="skip the copy-to-green timing"
+        )
         args = parser.parse_args(argv)
         smoke = bool(args.smoke)
         return cls(
@@ -97,6 +101,7 @@ class Options:
             cold_starts=2 if smoke else 5,
             admin_dsn=args.admin_dsn,
             keep=bool(args.keep),
+            copy_to_green=not (smoke or args.no_copy_to_green),
         )
 
 
@@ -184,9 +189,10 @@ class Bench:
         result = dataclasses.replace(
             result, cpu_us_per_request=round(used / max(result.requests, 1) * 1e6, 1)
         )
-        if result.non_2xx or result.socket_errors:
+        if result.non_2xx or result.socket_errors or result.connect_errors:
             self.notes.append(
-                f"{key} run {n + 1}: {result.non_2xx} non-2xx, {result.socket_errors} socket errors"
+                f"{key} run {n + 1}: {result.non_2xx} non-2xx, {result.connect_errors} connect "
+                f"errors, {result.socket_errors} read/write/timeout errors"
             )
         self.loads[key].append(result)
         return result
@@ -431,6 +437,15 @@ def step_rounds(bench: Bench) -> None:
             rss.append(rss_mb(with_keel.pid))
         finally:
             with_keel.stop()
+        if bench.figures["pool"]["pre_ping_idle_s"] > 0:
+            # The same service pinging on every checkout, as SQLAlchemy's pool_pre_ping does.
+            port = free_port()
+            pinging = bench.start_keel(port, APP_DB__PRE_PING_IDLE="0")
+            try:
+                pinging.wait_ok(port, "/livez")
+                bench.load("keel-ping/read", pinging, port, read.keel_path)
+            finally:
+                pinging.stop()
         for kind, key, path in (
             ("bare", "bare/livez", "/livez"),
             ("pool", "pool/read", read.keel_path),
@@ -555,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         ("interleaved load rounds", step_rounds),
         ("SIGTERM under load", step_sigterm),
     ]
-    if not options.smoke:
+    if options.copy_to_green:
         steps.append(("copy-to-green", step_copy_to_green))
     try:
         for title, step in steps:

@@ -57,6 +57,7 @@ def test_smoke_measures_every_variant(smoke: Path) -> None:
         for run in data["runs"][variant]:
             assert run["requests"] > 0, variant
             assert run["non_2xx"] == 0, variant
+            assert run["socket_errors"] == 0, variant
             assert 0 < run["p50_ms"] <= run["p99_ms"], variant
             assert run["cpu_us_per_request"] > 0, variant
     assert data["read"]["kind"] in {"pk", "ping"}
