@@ -31,6 +31,8 @@ class LoadResult:
     """Connections refused or failed to open (after a server closed its listener, say)."""
     socket_errors: int
     """Reads, writes or requests that failed or timed out on an open connection."""
+    socket_detail: str = ""
+    """wrk's own split of ``socket_errors``: read, write, timeout."""
     cpu_us_per_request: float | None = None
     """Service CPU time (user + system) per request: unlike req/s, not inflated by CPU steal."""
 
@@ -60,6 +62,9 @@ def parse_wrk(output: str) -> LoadResult:
         non_2xx=int(non_2xx[1]) if non_2xx else 0,
         connect_errors=int(socket[1]) if socket else 0,
         socket_errors=sum(map(int, socket.groups()[1:])) if socket else 0,
+        socket_detail=(
+            f"read {socket[2]}, write {socket[3]}, timeout {socket[4]}" if socket else ""
+        ),
     )
 
 

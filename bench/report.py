@@ -113,11 +113,15 @@ def build(
         _target("runtime venv size", figures["venv_mb"], 70, at_least=False, unit=" MiB"),
         _target(
             "copy-to-green, warm cache",
-            green["total"] if green else None,
+            green["total"] if green and green["green"] else None,
             15,
             at_least=False,
             unit=" s",
-            why="" if green else "not measured in this run",
+            why=(
+                "not measured in this run"
+                if not green
+                else ("" if green["green"] else f"the suite failed after {green['total']} s")
+            ),
         ),
     ]
     return {
@@ -135,7 +139,7 @@ def build(
 def _fmt(value: float | None) -> str:
     if value is None:
         return "—"
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -190,8 +194,8 @@ def markdown(results: dict[str, Any]) -> str:
     for name, data in sig.items():
         load = data["load"]
         failed = (
-            f"{load['non_2xx']} non-2xx, {load['socket_errors']} read/write/timeout errors, "
-            f"{load['connect_errors']} refused reconnects once the listener closed"
+            f"{load['requests']} answered, {load['non_2xx']} non-2xx, socket errors "
+            f"({load['socket_detail'] or 'none'}), {load['connect_errors']} refused connects"
             if isinstance(load, dict)
             else load
         )
@@ -202,7 +206,7 @@ def markdown(results: dict[str, Any]) -> str:
     if green:
         lines.append(
             f"| copy-to-green parts | render {green['render_s']} s, uv sync {green['sync_s']} s, "
-            f"suite {green['suite_s']} s |"
+            f"suite {green['suite_s']} s ({green['summary']}) |"
         )
     versions = ", ".join(f"{k} {v}" for k, v in f["versions"].items() if k != "python")
     lines.append(f"| versions | {versions} |")

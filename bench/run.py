@@ -18,6 +18,7 @@ import platform
 import re
 import shutil
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
@@ -529,12 +530,28 @@ def step_copy_to_green(bench: Bench) -> None:
     run(["uv", "sync", "--locked", "--quiet"], cwd=target, env=env)
     parts["sync_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    run(["uv", "run", "--locked", "pytest", "-q", "-p", "no:cacheprovider"], cwd=target, env=env)
+    suite = subprocess.run(
+        ["uv", "run", "--locked", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=target,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     parts["suite_s"] = time.perf_counter() - mark
     total = time.perf_counter() - started
-    bench.figures["copy_to_green_s"] = {"total": round(total, 2)} | {
-        k: round(v, 2) for k, v in parts.items()
+    summary = (suite.stdout.strip().splitlines() or ["(no output)"])[-1]
+    bench.figures["copy_to_green_s"] = {
+        "total": round(total, 2),
+        **{k: round(v, 2) for k, v in parts.items()},
+        "green": suite.returncode == 0,
+        "summary": summary,
     }
+    if suite.returncode:
+        (bench.raw / "copy-to-green-suite.txt").write_text(suite.stdout + suite.stderr)
+        bench.notes.append(f"copy-to-green: the rendered suite was not green: {summary}")
 
 
 def median(values: list[float]) -> float:
