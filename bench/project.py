@@ -69,24 +69,34 @@ def git(cwd: Path, *args: str) -> str:
     return run(["git", *identity, "-c", "commit.gpgsign=false", *args], cwd=cwd, env=clean_env())
 
 
-def template_snapshot(dst: Path) -> tuple[Path, str]:
-    """Copy the working tree's template (committed or not) into a fresh git repo at ``dst``.
+def template_snapshot(dst: Path, ref: str | None = None) -> tuple[Path, str]:
+    """Copy the template into a fresh git repo at ``dst``: the working tree, or commit ``ref``.
 
     Returns:
         The repo (an absolute path copier can render from) and the source commit, with
-        ``+dirty`` when the working tree differs from it.
+        ``+dirty`` when the working tree was used and differs from it.
     """
-    listed = git(ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--")
-    names = [n for n in listed.split("\0") if n and n.split("/", 1)[0] in TEMPLATE_PATHS]
-    for name in sorted(set(names)):
-        if (ROOT / name).is_file():
-            (dst / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dst / name)
+    if ref is not None:
+        dst.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", ref, "--", *TEMPLATE_PATHS],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        subprocess.run(["tar", "-x", "-C", str(dst)], input=archive.stdout, check=True)
+    else:
+        listed = git(ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--")
+        names = [n for n in listed.split("\0") if n and n.split("/", 1)[0] in TEMPLATE_PATHS]
+        for name in sorted(set(names)):
+            if (ROOT / name).is_file():
+                (dst / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / name, dst / name)
     git(dst, "init", "--quiet")
     git(dst, "add", "--all")
     git(dst, "commit", "--quiet", "--message", "template under benchmark")
-    commit = git(ROOT, "rev-parse", "--short=12", "HEAD").strip()
-    dirty = git(ROOT, "status", "--porcelain", "--", *TEMPLATE_PATHS).strip()
+    commit = git(ROOT, "rev-parse", "--short=12", ref or "HEAD").strip()
+    dirty = ref is None and git(ROOT, "status", "--porcelain", "--", *TEMPLATE_PATHS).strip()
     return dst, commit + ("+dirty" if dirty else "")
 
 

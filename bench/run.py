@@ -68,6 +68,7 @@ class Options:
     admin_dsn: str
     keep: bool
     copy_to_green: bool
+    ref: str | None
 
     @classmethod
     def parse(cls, argv: list[str] | None = None) -> Options:
@@ -86,6 +87,9 @@ class Options:
             ),
             help="PostgreSQL URL allowed to CREATE DATABASE (env BENCH_ADMIN_DSN)",
         )
+        parser.add_argument(
+            "--ref", help="render this commit (e.g. HEAD) instead of the working tree"
+        )
         parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
         parser.add_argument(
             "--no-copy-to-green", action="store_true", help="skip the copy-to-green timing"
@@ -103,6 +107,7 @@ class Options:
             admin_dsn=args.admin_dsn,
             keep=bool(args.keep),
             copy_to_green=not (smoke or args.no_copy_to_green),
+            ref=args.ref,
         )
 
 
@@ -224,7 +229,7 @@ def machine() -> dict[str, Any]:
 # -- steps ----------------------------------------------------------------------------------
 def step_render_and_build(bench: Bench) -> None:
     """Render the working tree and build the image's venv; record its size and pool."""
-    template, commit = template_snapshot(bench.work / "template")
+    template, commit = template_snapshot(bench.work / "template", bench.options.ref)
     bench.figures["template_commit"] = commit
     project = bench.work / "project"
     run(render_command(template, project), cwd=bench.work, env=clean_env())
