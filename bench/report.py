@@ -184,6 +184,10 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", "| other figure | value |", "| --- | --- |"]
     lines.append(f"| cold start runs (s) | {', '.join(map(str, f['cold_start_s']['runs']))} |")
     lines.append(f"| RSS after load per round (MiB) | {', '.join(map(str, f['rss_mb']['runs']))} |")
+    if "rss_idle_mb" in f:
+        lines.append(
+            f"| RSS right after the first 200, median (MiB) | {f['rss_idle_mb']['median']} |"
+        )
     lines.append(f"| runtime venv build (uv sync, warm cache) | {f['venv_build_s']} s |")
     pinging = _ratio(results["medians"], "keel/read", "keel-ping/read")
     if pinging is not None:

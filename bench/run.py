@@ -416,15 +416,17 @@ def post(
 
 def step_cold_start(bench: Bench) -> None:
     """Exec to the first 200 on /livez, ``cold_starts`` times."""
-    runs = []
+    runs, idle = [], []
     for _ in range(bench.options.cold_starts):
         port = free_port()
         keel = bench.start_keel(port)
         try:
             runs.append(keel.wait_ok(port, "/livez", poll=0.002))
+            idle.append(rss_mb(keel.pid))
         finally:
             keel.stop()
     bench.figures["cold_start_s"] = {"median": median(runs), "runs": rounded(runs)}
+    bench.figures["rss_idle_mb"] = {"median": median(idle, 1), "runs": rounded(idle, 1)}
 
 
 def step_rounds(bench: Bench) -> None:
@@ -464,7 +466,7 @@ def step_rounds(bench: Bench) -> None:
                 bench.load(key, process, port, path)
             finally:
                 process.stop()
-    bench.figures["rss_mb"] = {"median": median(rss), "runs": rounded(rss)}
+    bench.figures["rss_mb"] = {"median": median(rss, 1), "runs": rounded(rss, 1)}
 
 
 def step_sigterm(bench: Bench) -> None:
@@ -559,14 +561,14 @@ def step_copy_to_green(bench: Bench) -> None:
         bench.notes.append(f"copy-to-green: the rendered suite was not green: {summary}")
 
 
-def median(values: list[float]) -> float:
+def median(values: list[float], digits: int = 3) -> float:
     """Return the median, rounded for the report."""
-    return round(statistics.median(values), 4)
+    return round(statistics.median(values), digits)
 
 
-def rounded(values: list[float]) -> list[float]:
+def rounded(values: list[float], digits: int = 3) -> list[float]:
     """Round every value for the report."""
-    return [round(v, 4) for v in values]
+    return [round(v, digits) for v in values]
 
 
 def main(argv: list[str] | None = None) -> int:
