@@ -12,7 +12,14 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool
 
 from app.core.concurrency import deadline
 from app.core.config import Settings
-from app.core.db import Base, create_engine, create_sessionmaker, ping, unit_of_work
+from app.core.db import (
+    Base,
+    create_engine,
+    create_sessionmaker,
+    driver_connection_closed,
+    ping,
+    unit_of_work,
+)
 from tests.conftest import SettingsFactory
 from tests.helpers import unreachable_postgres_url
 
@@ -296,4 +303,47 @@ async def test_pre_ping_idle_zero_pings_every_checkout(
             await connection.execute(text("SELECT 1"))
 
     assert counter.calls == 2
+    await engine.dispose()
+
+
+class _Driver:
+    """A driver connection that reports its state like asyncpg's."""
+
+    def __init__(self, *, closed: bool) -> None:
+        self.closed = closed
+
+    def is_closed(self) -> bool:
+        """Answer as asyncpg does, without I/O."""
+        return self.closed
+
+
+class _Adapted:
+    """SQLAlchemy's adapter shape: the driver's connection under ``driver_connection``."""
+
+    def __init__(self, driver: object) -> None:
+        self.driver_connection = driver
+
+
+@pytest.mark.parametrize(("closed", "expected"), [(True, True), (False, False)])
+def test_driver_connection_closed_asks_the_driver(*, closed: bool, expected: bool) -> None:
+    """A connection whose driver reports it closed is recognised without any I/O."""
+    adapted: Any = _Adapted(_Driver(closed=closed))
+
+    assert driver_connection_closed(adapted) is expected
+
+
+async def test_driver_connection_closed_is_false_on_sqlite(make_settings: SettingsFactory) -> None:
+    """Drivers without such a check (aiosqlite) count as open, so SQLite keeps working."""
+    engine = create_engine(make_settings())
+    seen: list[bool] = []
+    event.listen(
+        engine.sync_engine.pool,
+        "checkout",
+        lambda dbapi, _record, _proxy: seen.append(driver_connection_closed(dbapi)),
+    )
+
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+
+    assert seen == [False]
     await engine.dispose()
