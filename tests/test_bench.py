@@ -22,12 +22,8 @@ VARIANTS = ("keel/livez", "bare/livez", "keel/read", "pool/read", "naive/read")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Run `python -m bench --smoke` once and return its output directory."""
-    if shutil.which("wrk") is None and os.geteuid() != 0 and not os.environ.get("CI"):
-        pytest.skip("the benchmark needs wrk: `apt-get install wrk` (CI installs it)")
-    out = tmp_path_factory.mktemp("bench")
+def run_smoke(out: Path) -> None:
+    """Run `python -m bench --smoke` into ``out``; fail with its output if it fails."""
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", f"--out={out}"],
         cwd=ROOT,
@@ -38,7 +34,6 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    return out
 
 
 def results(out: Path) -> dict[str, Any]:
@@ -48,7 +43,19 @@ def results(out: Path) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_smoke_measures_every_variant(smoke: Path) -> None:
+def test_smoke_run_produces_sane_results(tmp_path: Path) -> None:
+    """One smoke run (a single test, so xdist never starts two) yields every output, sanely."""
+    if shutil.which("wrk") is None and os.geteuid() != 0 and not os.environ.get("CI"):
+        pytest.skip("the benchmark needs wrk: `apt-get install wrk` (CI installs it)")
+
+    run_smoke(tmp_path)
+
+    check_every_variant(tmp_path)
+    check_process_figures(tmp_path)
+    check_table_chart_and_machine(tmp_path)
+
+
+def check_every_variant(smoke: Path) -> None:
     """Every variant served real traffic without errors: positive req/s and ordered latencies."""
     data = results(smoke)
 
@@ -63,8 +70,7 @@ def test_smoke_measures_every_variant(smoke: Path) -> None:
     assert data["read"]["kind"] in {"pk", "ping"}
 
 
-@pytest.mark.slow
-def test_smoke_reports_process_figures(smoke: Path) -> None:
+def check_process_figures(smoke: Path) -> None:
     """Cold start, RSS, venv size and SIGTERM exit are measured and plausible."""
     figures = results(smoke)["figures"]
 
@@ -77,8 +83,7 @@ def test_smoke_reports_process_figures(smoke: Path) -> None:
     assert sigterm["access_log_5xx"] == 0
 
 
-@pytest.mark.slow
-def test_smoke_writes_table_chart_and_machine(smoke: Path) -> None:
+def check_table_chart_and_machine(smoke: Path) -> None:
     """The markdown table names each variant and target; the chart is a real PNG."""
     data = results(smoke)
     table = (smoke / "results.md").read_text()
