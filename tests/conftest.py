@@ -11,7 +11,17 @@ import pytest
 from copier import run_copy
 
 from tests.dockerfile import parse_dockerfile
-from tests.helpers import COMBOS, ROOT, Combo, Render, Rendered, drop_example, git, list_files
+from tests.helpers import (
+    ALL_COMBOS,
+    COMBOS,
+    ROOT,
+    Combo,
+    Render,
+    Rendered,
+    drop_example,
+    git,
+    list_files,
+)
 from tests.runtime import Interpreters, Runtime, build_runtime
 
 PATHS = ("copier.yml", "template")
@@ -60,12 +70,10 @@ def render(template_repo: Path) -> Render:
     return _render
 
 
-@pytest.fixture(scope="session", params=COMBOS, ids=[combo.id for combo in COMBOS])
-def rendered(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, render: Render
+def render_combo(
+    combo: Combo, tmp_path_factory: pytest.TempPathFactory, render: Render
 ) -> Rendered:
-    """Render one answer combination once per session, committed to a fresh git repo."""
-    combo: Combo = request.param
+    """Render one answer combination, committed to a fresh git repo."""
     dst = tmp_path_factory.mktemp(combo.id) / combo.slug
     if combo.example:
         path = render(dst, **combo.answers)
@@ -86,6 +94,22 @@ def rendered(
     git(path, "add", "--all")
     git(path, "commit", "--quiet", "--message", "chore: drop the example")
     return Rendered(path=path, combo=combo, files=files)
+
+
+@pytest.fixture(scope="session", params=COMBOS, ids=[combo.id for combo in COMBOS])
+def rendered(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, render: Render
+) -> Rendered:
+    """Render one of the main answer combinations once per session."""
+    return render_combo(request.param, tmp_path_factory, render)
+
+
+@pytest.fixture(scope="session", params=ALL_COMBOS, ids=[combo.id for combo in ALL_COMBOS])
+def rendered_any(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, render: Render
+) -> Rendered:
+    """Render every answer combination (python_version x example) once per session."""
+    return render_combo(request.param, tmp_path_factory, render)
 
 
 def world_readable_dir(prefix: str) -> Path:

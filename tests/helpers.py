@@ -61,6 +61,7 @@ class Combo:
 
 
 # The slugs sort before and after every locked package, so both ends of the lock are exercised.
+# Everything that depends on the answers (Dockerfile, runtime contract, shutdown) runs on these.
 COMBOS = (
     Combo("aardvark-api", "3.13", "Aardvark API", "Tracks burrows & tunnels for the colony"),
     Combo(
@@ -71,6 +72,12 @@ COMBOS = (
         example=False,
     ),
 )
+# The rest of python_version x example: each renders and runs its own full suite only.
+SUITE_ONLY_COMBOS = (
+    Combo("kite-svc", "3.12", "Kite Svc", "Sits among the locked packages", example=True),
+    Combo("mole-api", "3.13", "Mole API", "Digs without the example", example=False),
+)
+ALL_COMBOS = COMBOS + SUITE_ONLY_COMBOS
 
 
 EXAMPLE_FILES = frozenset(

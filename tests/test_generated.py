@@ -33,9 +33,9 @@ def psql(sql: str) -> None:
 
 
 @pytest.fixture
-def database_url(rendered: Rendered) -> Iterator[str]:
+def database_url(rendered_any: Rendered) -> Iterator[str]:
     """Create a fresh PostgreSQL database for one render's suite and drop it afterwards."""
-    name = f"keel_{rendered.combo.slug.replace('-', '_')}_{secrets.token_hex(4)}"
+    name = f"keel_{rendered_any.combo.slug.replace('-', '_')}_{secrets.token_hex(4)}"
     psql(f'CREATE DATABASE "{name}"')
     try:
         yield f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
@@ -56,9 +56,9 @@ def pytest_counts(output: str) -> dict[str, int]:
     return counts
 
 
-def test_generated_project_checks_pass(rendered: Rendered, database_url: str) -> None:
+def test_generated_project_checks_pass(rendered_any: Rendered, database_url: str) -> None:
     """Lock, sync, format, lint, types and tests (PostgreSQL included) pass; the tree stays clean."""
-    cwd = rendered.path
+    cwd = rendered_any.path
     env = project_env(APP_TEST_DATABASE_URL=database_url, CI="true")
     for command in (
         ["uv", "lock", "--locked", "--offline"],

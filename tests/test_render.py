@@ -130,7 +130,7 @@ def test_readme_carries_name_and_description(rendered: Rendered) -> None:
     readme = (rendered.path / "README.md").read_text()
 
     assert readme.startswith(f"# {rendered.combo.answers['project_name']}\n")
-    assert rendered.combo.answers["description"] in readme
+    assert rendered.combo.description in readme
 
 
 def test_answers_file_records_every_answer(rendered: Rendered) -> None:
