@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.api.deps import AppState
 from app.api.errors import add_exception_handlers
 from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
-from app.api.router import create_router
+from app.api.router import api_routes
 from app.core.concurrency import deadline
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker
@@ -87,7 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.lifecycle = lifecycle
     add_exception_handlers(app)
-    app.include_router(create_router())
+    app.router.routes.extend(api_routes())
     # The last middleware added is the outermost: ids and access lines cover 413s too.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.server.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, access_log=settings.log.access)
