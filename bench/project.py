@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import json
 import os
 import shlex
 import shutil
@@ -17,13 +16,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.dockerfile import parse_dockerfile
+from tests.dockerfile import parse_dockerfile, runtime_contract
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATHS = ("copier.yml", "template")
 PROJECT_NAME = "Bench Svc"
-# What the builder stage sets for `uv sync`; everything else in its ENV is image plumbing.
-UV_BUILD_ENV = ("UV_COMPILE_BYTECODE", "UV_LINK_MODE", "UV_PYTHON_DOWNLOADS", "UV_PYTHON")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -137,25 +134,16 @@ def build_runtime(project: Path, root: Path) -> Runtime:
     The runtime stage's ENV is applied with its venv path moved to ``root/venv``; its
     CMD is returned unchanged.
     """
-    stages = parse_dockerfile(project / "Dockerfile")
-    builder, final = stages[0], stages[-1]
-    syncs = [i for i in builder.of("RUN") if "uv sync" in i.args]
-    words = shlex.split(syncs[-1].args)
+    contract = runtime_contract(parse_dockerfile(project / "Dockerfile"))
     venv = root / "venv"
-    build_env = {k: v for k, v in builder.env().items() if k in UV_BUILD_ENV}
     run(
-        words[words.index("uv") :],
+        contract.sync_argv,
         cwd=project,
-        env=clean_env(**build_env, UV_PROJECT_ENVIRONMENT=str(venv)),
+        env=clean_env(**contract.build_env, UV_PROJECT_ENVIRONMENT=str(venv)),
     )
-    venv_in_image = next(shlex.split(c.args)[-1] for c in final.of("COPY") if ".venv" in c.args)
-    env = clean_env()
-    for key, value in final.env().items():
-        moved = value.replace(venv_in_image, str(venv))
-        env[key] = moved.replace("${PATH}", env["PATH"]).replace("$PATH", env["PATH"])
     workdir = root / "workdir"
     workdir.mkdir()
-    return Runtime(venv, json.loads(final.of("CMD")[-1].args), env, workdir)
+    return Runtime(venv, contract.argv, contract.env_for(venv, clean_env()), workdir)
 
 
 def tree_bytes(path: Path) -> int:

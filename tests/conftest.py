@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from copier import run_copy
 
-from tests.dockerfile import parse_dockerfile
+from tests.dockerfile import parse_dockerfile, runtime_contract
 from tests.helpers import (
     ALL_COMBOS,
     COMBOS,
@@ -132,9 +132,9 @@ def interpreters() -> Iterator[Interpreters]:
 @pytest.fixture(scope="session")
 def runtime(rendered: Rendered, interpreters: Interpreters) -> Iterator[Runtime]:
     """Build the image's venv with the builder's own `uv sync` and lay out its working dir."""
-    stages = parse_dockerfile(rendered.path / "Dockerfile")
+    contract = runtime_contract(parse_dockerfile(rendered.path / "Dockerfile"))
     root = world_readable_dir("keel-runtime-")
     try:
-        yield build_runtime(rendered, stages[0], stages[-1], root, interpreters)
+        yield build_runtime(rendered, contract, root, interpreters)
     finally:
         shutil.rmtree(root)

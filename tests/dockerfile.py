@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -162,3 +163,69 @@ def is_ignored(rules: list[tuple[bool, re.Pattern[str]]], path: str) -> bool:
         if any(regex.fullmatch(prefix) for prefix in prefixes):
             ignored = not negated
     return ignored
+
+
+# What the builder stage sets for `uv sync`; everything else in its ENV is image plumbing.
+UV_BUILD_ENV = ("UV_COMPILE_BYTECODE", "UV_LINK_MODE", "UV_PYTHON_DOWNLOADS", "UV_PYTHON")
+
+
+def uv_sync_runs(stage: Stage) -> list[tuple[int, Instruction]]:
+    """Return (position, instruction) of every RUN in a stage that calls `uv sync`."""
+    return [
+        (position, instruction)
+        for position, instruction in enumerate(stage.instructions)
+        if instruction.keyword == "RUN" and "uv sync" in instruction.args
+    ]
+
+
+def copy_sources_and_dest(stage: Stage) -> dict[str, str]:
+    """Map the basename of each COPY source to its destination in the stage."""
+    mapping = {}
+    for copy in stage.of("COPY"):
+        words = shlex.split(copy.args)
+        for source in words[:-1]:
+            mapping[Path(source).name] = words[-1]
+    return mapping
+
+
+@dataclass(frozen=True)
+class RuntimeContract:
+    """What the image runs, read from a Dockerfile: how its venv is built and how it starts."""
+
+    sync_argv: list[str]
+    """The builder's last `uv sync`, from `uv` on."""
+    build_env: dict[str, str]
+    """The builder's `UV_*` settings for that sync."""
+    venv_dest: str
+    """Where the runtime stage copies the venv."""
+    runtime_env: dict[str, str]
+    """The runtime stage's ENV, as written."""
+    argv: list[str]
+    """The runtime stage's exec-form CMD."""
+    uid: int
+    gid: int
+
+    def env_for(self, venv: Path, base: dict[str, str]) -> dict[str, str]:
+        """Apply the runtime ENV on top of ``base``, with the image's venv path moved to ``venv``."""
+        env = dict(base)
+        for key, value in self.runtime_env.items():
+            moved = value.replace(self.venv_dest, str(venv))
+            env[key] = moved.replace("${PATH}", env["PATH"]).replace("$PATH", env["PATH"])
+        return env
+
+
+def runtime_contract(stages: list[Stage]) -> RuntimeContract:
+    """Read the runtime contract from the first (builder) and last (runtime) stages."""
+    builder, final = stages[0], stages[-1]
+    _, last_sync = uv_sync_runs(builder)[-1]
+    words = shlex.split(last_sync.args)
+    uid, _, gid = final.of("USER")[-1].args.partition(":")
+    return RuntimeContract(
+        sync_argv=words[words.index("uv") :],
+        build_env={key: value for key, value in builder.env().items() if key in UV_BUILD_ENV},
+        venv_dest=copy_sources_and_dest(final)[".venv"],
+        runtime_env=final.env(),
+        argv=json.loads(final.of("CMD")[-1].args),
+        uid=int(uid),
+        gid=int(gid or uid),
+    )

@@ -7,18 +7,15 @@ to that venv, so tests can start the exact CMD as the image's uid.
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.dockerfile import Instruction, Stage
+from tests.dockerfile import RuntimeContract
 from tests.helpers import Rendered, project_env, run_checked
 
-UV_BUILD_ENV = ("UV_COMPILE_BYTECODE", "UV_LINK_MODE", "UV_PYTHON_DOWNLOADS", "UV_PYTHON")
 # Parts of an interpreter install that neither a venv nor the service needs.
 UNUSED_LIB_PARTS = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "site-packages")
 
@@ -103,37 +100,17 @@ def can_run_as(python: Path, uid: int, gid: int) -> bool:
     return probe.returncode == 0
 
 
-def uv_sync_runs(stage: Stage) -> list[tuple[int, Instruction]]:
-    """Return (position, instruction) of every RUN in a stage that calls `uv sync`."""
-    return [
-        (position, instruction)
-        for position, instruction in enumerate(stage.instructions)
-        if instruction.keyword == "RUN" and "uv sync" in instruction.args
-    ]
-
-
-def image_user(final: Stage) -> tuple[int, int]:
-    """Return the uid and gid of the runtime stage's last USER."""
-    uid, _, gid = final.of("USER")[-1].args.partition(":")
-    return int(uid), int(gid or uid)
-
-
 def build_runtime(
-    rendered: Rendered, builder: Stage, final: Stage, root: Path, interpreters: Interpreters
+    rendered: Rendered, contract: RuntimeContract, root: Path, interpreters: Interpreters
 ) -> Runtime:
     """Run the builder's last `uv sync` into root/venv and translate the runtime's ENV to it."""
-    _, last_sync = uv_sync_runs(builder)[-1]
-    words = shlex.split(last_sync.args)
-    venv_dest = copy_sources_and_dest(final)[".venv"]
-    build_env = {key: value for key, value in builder.env().items() if key in UV_BUILD_ENV}
-    uid, gid = image_user(final)
-    python = interpreters.get(build_env["UV_PYTHON"], uid=uid, gid=gid)
+    python = interpreters.get(contract.build_env["UV_PYTHON"], uid=contract.uid, gid=contract.gid)
     venv = root / "venv"
     run_checked(
-        words[words.index("uv") :],
+        contract.sync_argv,
         cwd=rendered.path,
         env=project_env(
-            **{**build_env, "UV_PYTHON": str(python.executable)},
+            **{**contract.build_env, "UV_PYTHON": str(python.executable)},
             **python.env,
             UV_PROJECT_ENVIRONMENT=str(venv),
         ),
@@ -141,23 +118,9 @@ def build_runtime(
     # Docker sets HOME from the image user's passwd entry (`--no-create-home`: a missing
     # directory); this machine's HOME may be private, and libpq-style clients such as asyncpg
     # fail on an unreadable ~/.postgresql instead of skipping it.
-    env = project_env(**python.env, HOME=str(root / "nonexistent"))
-    for key, value in final.env().items():
-        moved = value.replace(venv_dest, str(venv))
-        env[key] = moved.replace("${PATH}", env["PATH"]).replace("$PATH", env["PATH"])
+    env = contract.env_for(venv, project_env(**python.env, HOME=str(root / "nonexistent")))
     workdir = root / "workdir"
     workdir.mkdir()
     if os.geteuid() == 0:
-        os.chown(workdir, uid, gid)
-    argv = json.loads(final.of("CMD")[-1].args)
-    return Runtime(root, argv, env, workdir, uid, gid)
-
-
-def copy_sources_and_dest(stage: Stage) -> dict[str, str]:
-    """Map the basename of each COPY --from source to its destination in the stage."""
-    mapping = {}
-    for copy in stage.of("COPY"):
-        words = shlex.split(copy.args)
-        for source in words[:-1]:
-            mapping[Path(source).name] = words[-1]
-    return mapping
+        os.chown(workdir, contract.uid, contract.gid)
+    return Runtime(root, contract.argv, env, workdir, contract.uid, contract.gid)

@@ -27,9 +27,10 @@ from tests.dockerfile import (
     parse_dockerfile,
     parse_env,
     read_dockerignore,
+    uv_sync_runs,
 )
 from tests.helpers import Rendered, run_checked
-from tests.runtime import Runtime, uv_sync_runs
+from tests.runtime import Runtime
 from tests.server import free_port, serve_probe_stop
 
 UV_IMAGE = re.compile(r"^ghcr\.io/astral-sh/uv:(?P<tag>[^@\s]+)(?P<digest>@sha256:[0-9a-f]{64})?$")
