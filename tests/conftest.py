@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -96,20 +96,35 @@ def render_combo(
     return Rendered(path=path, combo=combo, files=files)
 
 
+@pytest.fixture(scope="session")
+def combo_renders(
+    tmp_path_factory: pytest.TempPathFactory, render: Render
+) -> Callable[[Combo], Rendered]:
+    """Render each answer combination at most once per session, whichever fixture asks first."""
+    renders: dict[Combo, Rendered] = {}
+
+    def _get(combo: Combo) -> Rendered:
+        if combo not in renders:
+            renders[combo] = render_combo(combo, tmp_path_factory, render)
+        return renders[combo]
+
+    return _get
+
+
 @pytest.fixture(scope="session", params=COMBOS, ids=[combo.id for combo in COMBOS])
 def rendered(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, render: Render
+    request: pytest.FixtureRequest, combo_renders: Callable[[Combo], Rendered]
 ) -> Rendered:
-    """Render one of the main answer combinations once per session."""
-    return render_combo(request.param, tmp_path_factory, render)
+    """One of the main answer combinations, rendered once per session."""
+    return combo_renders(request.param)
 
 
 @pytest.fixture(scope="session", params=ALL_COMBOS, ids=[combo.id for combo in ALL_COMBOS])
 def rendered_any(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, render: Render
+    request: pytest.FixtureRequest, combo_renders: Callable[[Combo], Rendered]
 ) -> Rendered:
-    """Render every answer combination (python_version x example) once per session."""
-    return render_combo(request.param, tmp_path_factory, render)
+    """Every answer combination (python_version x example), rendered once per session."""
+    return combo_renders(request.param)
 
 
 def world_readable_dir(prefix: str) -> Path:
