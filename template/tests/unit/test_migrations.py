@@ -3,6 +3,7 @@
 import shutil
 from pathlib import Path
 
+import alembic.util
 import pytest
 from alembic import command
 from alembic.config import Config
@@ -85,6 +86,19 @@ def test_new_revisions_are_numbered_in_sequence(scratch_config: Config) -> None:
             "0101_after_the_custom_id.py",
         ]
     )
+
+
+def test_a_generated_id_of_digits_only_is_still_renumbered(
+    scratch_config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alembic's random id is sometimes all digits; only --rev-id keeps an id as given."""
+    head = ScriptDirectory.from_config(scratch_config).get_current_head()
+    assert head is not None
+    monkeypatch.setattr(alembic.util, "rev_id", lambda: "020015913281")
+
+    command.revision(scratch_config, message="digits only")
+
+    assert ScriptDirectory.from_config(scratch_config).get_current_head() == f"{int(head) + 1:04d}"
 
 
 def test_upgrade_downgrade_upgrade(settings: Settings) -> None:

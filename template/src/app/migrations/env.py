@@ -43,12 +43,16 @@ def _settings() -> Settings:
 
 
 def _number_revision(
-    _context: MigrationContext, _revision: object, directives: list[MigrationScript]
+    migration_context: MigrationContext, _revision: object, directives: list[MigrationScript]
 ) -> None:
     """Give a new revision the next four-digit number unless its id was chosen with --rev-id."""
-    script = directives[0]
-    if script.rev_id is not None and script.rev_id.isdigit():
+    # `alembic revision` hands its arguments to env.py through the context options; the id
+    # alembic generates otherwise is random hex, which is sometimes all digits, so the id
+    # itself cannot tell whether the user chose it.
+    revision_context = migration_context.opts.get("revision_context")
+    if revision_context is not None and revision_context.command_args.get("rev_id"):
         return
+    script = directives[0]
     revisions: Iterable[str] = (found.revision for found in context.script.walk_revisions())
     numbers = [int(revision) for revision in revisions if revision.isdigit()]
     script.rev_id = f"{max(numbers, default=0) + 1:04d}"
