@@ -196,6 +196,10 @@ class RuntimeContract:
     """The builder's last `uv sync`, from `uv` on."""
     build_env: dict[str, str]
     """The builder's `UV_*` settings for that sync."""
+    finish: list[str]
+    """The builder's shell-form RUNs after that sync (e.g. stripping the venv), in order."""
+    build_venv: str
+    """Where the builder makes the venv (its UV_PROJECT_ENVIRONMENT)."""
     venv_dest: str
     """Where the runtime stage copies the venv."""
     runtime_env: dict[str, str]
@@ -204,6 +208,10 @@ class RuntimeContract:
     """The runtime stage's exec-form CMD."""
     uid: int
     gid: int
+
+    def finish_argvs(self, venv: Path) -> list[list[str]]:
+        """Return the builder's finishing RUNs as `sh -c` commands, aimed at ``venv``."""
+        return [["sh", "-c", script.replace(self.build_venv, str(venv))] for script in self.finish]
 
     def env_for(self, venv: Path, base: dict[str, str]) -> dict[str, str]:
         """Apply the runtime ENV on top of ``base``, with the image's venv path moved to ``venv``."""
@@ -217,12 +225,17 @@ class RuntimeContract:
 def runtime_contract(stages: list[Stage]) -> RuntimeContract:
     """Read the runtime contract from the first (builder) and last (runtime) stages."""
     builder, final = stages[0], stages[-1]
-    _, last_sync = uv_sync_runs(builder)[-1]
+    position, last_sync = uv_sync_runs(builder)[-1]
     words = shlex.split(last_sync.args)
+    finish = [i.args for i in builder.instructions[position + 1 :] if i.keyword == "RUN"]
+    if any(script.startswith("[") for script in finish):
+        raise ValueError("the builder's RUNs after the last `uv sync` must be in shell form")
     uid, _, gid = final.of("USER")[-1].args.partition(":")
     return RuntimeContract(
         sync_argv=words[words.index("uv") :],
         build_env={key: value for key, value in builder.env().items() if key in UV_BUILD_ENV},
+        finish=finish,
+        build_venv=builder.env()["UV_PROJECT_ENVIRONMENT"],
         venv_dest=copy_sources_and_dest(final)[".venv"],
         runtime_env=final.env(),
         argv=json.loads(final.of("CMD")[-1].args),

@@ -103,18 +103,17 @@ def can_run_as(python: Path, uid: int, gid: int) -> bool:
 def build_runtime(
     rendered: Rendered, contract: RuntimeContract, root: Path, interpreters: Interpreters
 ) -> Runtime:
-    """Run the builder's last `uv sync` into root/venv and translate the runtime's ENV to it."""
+    """Run the builder's last `uv sync` and the RUNs after it into root/venv; translate the ENV."""
     python = interpreters.get(contract.build_env["UV_PYTHON"], uid=contract.uid, gid=contract.gid)
     venv = root / "venv"
-    run_checked(
-        contract.sync_argv,
-        cwd=rendered.path,
-        env=project_env(
-            **{**contract.build_env, "UV_PYTHON": str(python.executable)},
-            **python.env,
-            UV_PROJECT_ENVIRONMENT=str(venv),
-        ),
+    build_env = project_env(
+        **{**contract.build_env, "UV_PYTHON": str(python.executable)},
+        **python.env,
+        UV_PROJECT_ENVIRONMENT=str(venv),
     )
+    run_checked(contract.sync_argv, cwd=rendered.path, env=build_env)
+    for argv in contract.finish_argvs(venv):
+        run_checked(argv, cwd=rendered.path, env=build_env)
     # Docker sets HOME from the image user's passwd entry (`--no-create-home`: a missing
     # directory); this machine's HOME may be private, and libpq-style clients such as asyncpg
     # fail on an unreadable ~/.postgresql instead of skipping it.

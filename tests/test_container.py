@@ -27,6 +27,7 @@ from tests.dockerfile import (
     parse_dockerfile,
     parse_env,
     read_dockerignore,
+    runtime_contract,
     uv_sync_runs,
 )
 from tests.helpers import Rendered, run_checked
@@ -254,7 +255,17 @@ def test_dockerignore_reader_follows_docker_rules(
     assert ignored == is_ignored(read_dockerignore(dockerignore), path)
 
 
+def test_builder_strips_the_venvs_extension_modules(rendered: Rendered) -> None:
+    """After the last `uv sync` the builder strips the venv's .so files, which the harness replays."""
+    contract = runtime_contract(stages_of(rendered))
+
+    assert any("strip --strip-unneeded" in script for script in contract.finish), contract.finish
+    assert all(contract.build_venv in script for script in contract.finish), contract.finish
+
+
 DEV_TOOLS = ("pytest", "mypy", "ruff", "hadolint", "zizmor", "uv", "uvx")
+# The venv the image ships, bytecode included (issue 6). Unstripped it was 81.6 MiB.
+VENV_BUDGET_MIB = 70
 
 
 @pytest.mark.slow
@@ -264,6 +275,23 @@ def test_runtime_venv_has_no_dev_tools(runtime: Runtime) -> None:
 
     assert (bin_dir / "python").exists()
     assert [] == [tool for tool in DEV_TOOLS if (bin_dir / tool).exists()]
+
+
+@pytest.mark.slow
+def test_runtime_venv_fits_its_size_budget(runtime: Runtime) -> None:
+    """The venv the image ships, bytecode included, stays within VENV_BUDGET_MIB."""
+    venv = runtime.root / "venv"
+    files = [p for p in venv.rglob("*") if p.is_file() and not p.is_symlink()]
+    size_mib = sum(p.lstat().st_size for p in files) / 2**20
+
+    assert size_mib <= VENV_BUDGET_MIB
+    assert [] == [p.name for p in files if p.suffix == ".so" and has_debug_symbols(p)]
+
+
+def has_debug_symbols(path: Path) -> bool:
+    """Tell whether an ELF file still carries a symbol table or DWARF sections."""
+    sections = run_checked(["readelf", "--section-headers", "--wide", str(path)], cwd=path.parent)
+    return bool(re.search(r"\s\.(?:symtab|debug_\w+)\s", sections.stdout))
 
 
 @pytest.mark.slow
