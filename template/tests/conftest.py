@@ -1,4 +1,10 @@
-"""Shared fixtures: explicit settings (no environment), the app, a client, log capture."""
+"""Shared fixtures: explicit settings (no environment), the app, a client, log capture.
+
+Also the two test tiers. A bare ``pytest`` runs the fast tier: tests marked ``slow`` (real
+processes, load, schemathesis, long timeouts) are deselected, and pytest says how many.
+``pytest -m "slow or not slow"`` runs everything, as CI does; naming paths (``pytest
+tests/process``) or giving ``-m``/``-k`` selects exactly what was asked for.
+"""
 
 import logging
 from collections.abc import Callable, Iterator
@@ -16,6 +22,8 @@ from app.main import create_app
 from tests.helpers import build_settings
 
 type SettingsFactory = Callable[..., Settings]
+
+_SLOW_DESELECTED = pytest.StashKey[int]()
 
 # Loggers whose handlers and flags `configure_logging` rewrites.
 _TOUCHED_LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "sqlalchemy", "httpx")
@@ -74,3 +82,32 @@ def _restore_logging() -> Iterator[None]:
         logger.handlers[:] = handlers
         logger.setLevel(level)
         logger.propagate = propagate
+
+
+def _runs_fast_tier(config: pytest.Config) -> bool:
+    """Return whether this is a bare run: no paths, no ``-m`` and no ``-k`` given."""
+    explicit = config.args_source is pytest.Config.ArgsSource.ARGS
+    return not (explicit or config.option.markexpr or config.option.keyword)
+
+
+@pytest.hookimpl(trylast=True)  # after the conftests that add markers (tests/integration)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the ``slow`` tests on a bare run; reported like ``-m`` deselections."""
+    if not _runs_fast_tier(config):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    if slow:
+        items[:] = [item for item in items if item.get_closest_marker("slow") is None]
+        config.hook.pytest_deselected(items=slow)
+    config.stash[_SLOW_DESELECTED] = len(slow)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Say how to run the slow tests the bare run left out."""
+    count = config.stash.get(_SLOW_DESELECTED, 0)
+    if count:
+        terminalreporter.write_line(
+            f'fast tier: {count} slow tests deselected; run them with: pytest -m "slow or not slow"'
+        )

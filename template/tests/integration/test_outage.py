@@ -63,7 +63,10 @@ async def _ready(client: httpx.AsyncClient) -> bool:
     return (await client.get("/readyz")).status_code == 200
 
 
-@pytest.mark.parametrize("outage", ["blackhole", "refuse"])
+@pytest.mark.parametrize(
+    "outage",
+    [pytest.param("blackhole", marks=pytest.mark.slow), "refuse"],  # blackhole waits out timeouts
+)
 async def test_readyz_fails_during_outage_and_recovers_without_restart(
     proxied_settings: Settings, proxy: TcpProxy, outage: str, request: pytest.FixtureRequest
 ) -> None:
@@ -105,6 +108,7 @@ async def test_service_started_while_database_down_becomes_ready_by_itself(
     request.node.user_properties.append(("ready_after_db_appeared_seconds", round(ready_after, 3)))
 
 
+@pytest.mark.slow  # waits out the connect timeout
 async def test_blackholed_database_fails_at_connect_timeout(
     pg_settings: PgSettings, proxy: TcpProxy, database_url: str, request: pytest.FixtureRequest
 ) -> None:

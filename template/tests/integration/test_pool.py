@@ -33,6 +33,7 @@ async def _burst(client: httpx.AsyncClient, count: int, seconds: float) -> list[
     return [task.result() for task in tasks]
 
 
+@pytest.mark.slow  # load: fifty concurrent requests
 async def test_fifty_concurrent_requests_stay_within_pool_limit(
     pg_settings: PgSettings, observer: AsyncEngine, request: pytest.FixtureRequest
 ) -> None:
@@ -50,6 +51,7 @@ async def test_fifty_concurrent_requests_stay_within_pool_limit(
     request.node.user_properties += [("peak_connections", max(samples)), ("limit", limit)]
 
 
+@pytest.mark.slow  # waits out a held connection and the pool timeout
 async def test_pool_exhausted_past_timeout_answers_503(
     pg_settings: PgSettings, request: pytest.FixtureRequest
 ) -> None:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from pydantic import BaseModel, SecretStr
 from sqlalchemy.engine import make_url
 
@@ -68,6 +69,7 @@ def _exercise(server: ServerProcess) -> dict[str, int]:
     return statuses
 
 
+@pytest.mark.slow  # two real server processes
 def test_no_secret_in_any_output_of_a_full_run(tmp_path: Path, database_url: str) -> None:
     """Start-up, requests, errors, an outage and shutdown: no password, no secret value."""
     env = _environment(tmp_path, database_url)

@@ -11,6 +11,8 @@ import pytest
 
 from tests.helpers import process_env, python_module_argv
 
+pytestmark = pytest.mark.slow  # each case starts `python -m app`
+
 PASSWORD = "canary-Pa55word"  # noqa: S105 -- the secret the test looks for
 URL = f"postgresql+asyncpg://svc:{PASSWORD}@127.0.0.1:1/orders"
 

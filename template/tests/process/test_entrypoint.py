@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from app.core.meta import service_name
 from tests.helpers import (
@@ -12,6 +13,8 @@ from tests.helpers import (
     running_server,
     wait_until_ready,
 )
+
+pytestmark = pytest.mark.slow  # each test starts the service as a real process
 
 
 def _run(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

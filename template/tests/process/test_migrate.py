@@ -3,8 +3,12 @@ import subprocess
 from contextlib import closing
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import json_lines, process_env, python_module_argv
 from tests.schema import script_heads
+
+pytestmark = pytest.mark.slow  # each test starts `python -m app.migrate`
 
 
 def _migrate(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -9,6 +9,8 @@ import pytest
 
 from tests.helpers import ServerProcess, json_lines, process_env, running_server, wait_until_ready
 
+pytestmark = pytest.mark.slow  # real server processes, a drain delay and timeouts
+
 SLOW_SERVER = [sys.executable, str(Path(__file__).with_name("slow_server.py"))]
 
 

@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 # Runs in a fresh interpreter with an empty environment. It records every access to
 # os.environ and, through an audit hook, every file opened inside the working directory
 # and every socket or SQLite connection, while it imports each module of `app`.
@@ -75,6 +77,7 @@ print(json.dumps({"modules": modules, "read_vars": read_vars, "events": events})
 """
 
 
+@pytest.mark.slow  # imports every module in a fresh interpreter
 def test_importing_app_reads_no_config_and_does_no_io(tmp_path: Path) -> None:
     """Importing every app module reads no APP_ variable or .env and opens no connection."""
     (tmp_path / ".env").write_text("APP_PORT=1\n")

@@ -56,6 +56,7 @@ async def test_loop_guard_catches_a_block_between_two_awaits() -> None:
         await guard(mixed, 0.1)()
 
 
+@pytest.mark.slow  # runs pytest in a subprocess
 def test_loop_guard_plugin_fails_only_the_blocking_test(tmp_path: Path) -> None:
     """Through pytest itself: the blocking async test fails, the yielding one passes."""
     (tmp_path / "test_sample.py").write_text(
