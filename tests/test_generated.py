@@ -57,7 +57,7 @@ def pytest_counts(output: str) -> dict[str, int]:
 
 
 def test_generated_project_checks_pass(rendered_any: Rendered, database_url: str) -> None:
-    """Lock, sync, format, lint, types and tests (PostgreSQL included) pass; the tree stays clean."""
+    """Lock, sync, format, lint, types and every test (slow, PostgreSQL) pass; the tree stays clean."""
     cwd = rendered_any.path
     env = project_env(APP_TEST_DATABASE_URL=database_url, CI="true")
     for command in (
@@ -69,11 +69,17 @@ def test_generated_project_checks_pass(rendered_any: Rendered, database_url: str
     ):
         run_checked(command, cwd=cwd, env=env)
 
-    tests = run_checked(["uv", "run", "pytest", "-p", "no:cacheprovider"], cwd=cwd, env=env)
+    # Every tier, as the rendered CI runs it (tests/test_test_tiers.py checks that CI does).
+    tests = run_checked(
+        ["uv", "run", "pytest", "-p", "no:cacheprovider", "-m", "slow or not slow"],
+        cwd=cwd,
+        env=env,
+    )
 
     counts = pytest_counts(tests.stdout)
     assert counts["passed"] > 0, tests.stdout
     assert (0, 0, 0) == (counts["failed"], counts["errors"], counts["skipped"]), tests.stdout
+    assert 0 == counts.get("deselected", 0), tests.stdout
     assert "" == git(cwd, "status", "--porcelain")
 
 
