@@ -1,11 +1,14 @@
 """Structured logging: structlog for the service; stdlib and uvicorn records share its output."""
 
+import asyncio
+import atexit
 import functools
 import logging
 import sys
+import threading
 import time
-from collections.abc import Mapping
-from typing import Any, TextIO
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TextIO
 
 import orjson
 import structlog
@@ -125,6 +128,110 @@ class UtcTimestamper:
         return event_dict
 
 
+ACCESS_EVENT: Final = "request.completed"
+ACCESS_LOGGER: Final = "app.access"
+
+AccessLine = Callable[[str, str, int, float], None]
+"""Writes one access line: method, path, status, seconds taken."""
+
+_5XX: Final = 500
+
+
+def _access_via_structlog(method: str, path: str, status: int, seconds: float) -> None:
+    logger = structlog.get_logger(ACCESS_LOGGER)
+    log = logger.error if status >= _5XX else logger.info
+    log(ACCESS_EVENT, method=method, path=path, status=status, duration_ms=round(seconds * 1000, 3))
+
+
+class JsonAccessLine:
+    """The access line for JSON output: a short path, and one write per event-loop pass.
+
+    Every request writes one, so it is on the hot path of every request. Two costs are cut:
+
+    - The line holds what structlog's chain would render for the same event (the bound
+      context variables, redacted; ``level``; ``timestamp``; the request's fields), but
+      the dict is built once and handed to orjson directly.
+    - The ``write`` system call, which cost more than building the line (9 µs of kernel
+      time per request, measured by ``bench/``): lines finished in one pass of the event
+      loop are written together by a callback that runs right after that pass. A line
+      waits microseconds, never for a timer; only a process killed outright within that
+      pass loses the lines of requests its pass completed. Called outside an event loop,
+      the line is written at once.
+
+    Lines go through the same `structlog.BytesLogger` as every other event, so they never
+    interleave. A line below the configured level is dropped, as the filtering bound
+    logger drops it.
+    """
+
+    __slots__ = ("_error", "_info", "_lock", "_pending", "_sink", "_stamp")
+
+    def __init__(self, sink: structlog.BytesLogger, *, level: int) -> None:
+        self._sink = sink
+        self._stamp = UtcTimestamper()
+        self._info = level <= logging.INFO
+        self._error = level <= logging.ERROR
+        self._pending: list[bytes] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, method: str, path: str, status: int, seconds: float) -> None:
+        """Queue the line; the first line of a loop pass schedules the write.
+
+        Args:
+            method: The request's HTTP method.
+            path: The request's path, without the query string (it may hold tokens).
+            status: The response status; 5xx lines are logged at ``error``.
+            seconds: Time from the request's arrival to the end of its response.
+        """
+        failed = status >= _5XX
+        if not (self._error if failed else self._info):
+            return
+        event = redact_secrets(None, "", structlog.contextvars.get_contextvars())
+        event["method"] = method
+        event["path"] = path
+        event["status"] = status
+        event["duration_ms"] = round(seconds * 1000, 3)
+        event["event"] = ACCESS_EVENT
+        event["level"] = "error" if failed else "info"
+        line = orjson.dumps(self._stamp(None, "", event))
+        with self._lock:
+            self._pending.append(line)
+            first = len(self._pending) == 1
+        if first:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no event loop in this thread
+                self.flush()
+
+    def flush(self) -> None:
+        """Write every queued line, in order, with one write."""
+        with self._lock:
+            lines, self._pending = self._pending, []
+        if lines:
+            self._sink.msg(b"\n".join(lines))
+
+
+_access_line: AccessLine = _access_via_structlog
+
+
+def log_access(method: str, path: str, status: int, seconds: float) -> None:
+    """Log the access line of one request (``request.completed``), as configured.
+
+    Args:
+        method: The request's HTTP method.
+        path: The request's path, without the query string.
+        status: The response status; 5xx lines are logged at ``error``.
+        seconds: Time from the request's arrival to the end of its response.
+    """
+    _access_line(method, path, status, seconds)
+
+
+@atexit.register
+def flush_access_lines() -> None:
+    """Write access lines still queued (`JsonAccessLine`); also runs at interpreter exit."""
+    if isinstance(_access_line, JsonAccessLine):
+        _access_line.flush()
+
+
 def _dumps_text(obj: Any, **kwargs: Any) -> str:
     return orjson.dumps(obj, **kwargs).decode()
 
@@ -195,9 +302,11 @@ def configure_logging(
     Args:
         settings: Supplies ``log.level``, ``log.format`` and ``db.echo``.
         stream: Where lines go; defaults to standard output.
-        cache_loggers: Freeze loggers on first use (fast). Tests turn this off so that
-            `structlog.testing.capture_logs` keeps working.
+        cache_loggers: Freeze loggers on first use and write access lines directly (fast).
+            Tests turn this off so that `structlog.testing.capture_logs` sees every event.
     """
+    global _access_line  # noqa: PLW0603 -- set once at startup, like structlog's own config
+    flush_access_lines()
     out = stream if stream is not None else sys.stdout
     as_json = _use_json(settings, out)
     shared: list[Processor] = [
@@ -221,5 +330,13 @@ def configure_logging(
         wrapper_class=structlog.make_filtering_bound_logger(settings.log.level),
         logger_factory=factory,
         cache_logger_on_first_use=cache_loggers,
+    )
+    _access_line = (
+        JsonAccessLine(
+            structlog.BytesLogger(out.buffer),
+            level=logging.getLevelNamesMapping()[settings.log.level],
+        )
+        if as_json and cache_loggers
+        else _access_via_structlog
     )
     _bridge_stdlib(settings, out, as_json=as_json)

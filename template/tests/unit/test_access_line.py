@@ -1,0 +1,193 @@
+"""The access line's fast path (`JsonAccessLine`) and the request ids the middleware makes."""
+
+import asyncio
+import io
+import logging
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from app.api.middleware import new_request_id
+from app.core import log
+from app.core.log import REDACTED, JsonAccessLine, configure_logging
+from tests.conftest import SettingsFactory
+from tests.helpers import json_lines
+
+UUID4_HEX = re.compile(r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}")
+
+
+class CountingSink(structlog.BytesLogger):
+    """A BytesLogger into memory that counts its writes."""
+
+    def __init__(self) -> None:
+        self.raw = io.BytesIO()
+        self.writes = 0
+        super().__init__(self.raw)
+
+    def msg(self, message: bytes) -> None:
+        """Count, then write as usual."""
+        self.writes += 1
+        super().msg(message)
+
+    def lines(self) -> list[dict[str, Any]]:
+        """Return the lines written so far, parsed."""
+        return json_lines(self.raw.getvalue().decode())
+
+
+@pytest.fixture
+def sink() -> CountingSink:
+    """An empty sink."""
+    return CountingSink()
+
+
+@pytest.fixture(autouse=True)
+def _bound_context() -> Iterator[None]:
+    """Bind what a request binds, plus fields a handler might add; unbind afterwards."""
+    structlog.contextvars.clear_contextvars()
+    planted = {"api_token": "hunter2", "extra": {"password": "pw", "n": 1}}
+    structlog.contextvars.bind_contextvars(request_id="r-1", user="ada", **planted)
+    yield
+    structlog.contextvars.clear_contextvars()
+
+
+@pytest.fixture
+def restore_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Undo a `configure_logging` call that installs the fast path (cached loggers)."""
+    saved = structlog.get_config()
+    monkeypatch.setattr(log, "_access_line", log._access_line)
+    yield
+    structlog.configure(**saved)
+
+
+def test_fast_line_has_the_fields_structlog_renders(
+    make_settings: SettingsFactory, sink: CountingSink, restore_logging: None
+) -> None:
+    """Same keys and values as the structlog chain gives the same event, secrets redacted."""
+    through_chain = io.BytesIO()
+    configure_logging(
+        make_settings(log={"format": "json"}),
+        stream=io.TextIOWrapper(through_chain, write_through=True),
+        cache_loggers=False,
+    )
+    log.log_access("GET", "/things", 200, 0.0123456)
+    [chain] = json_lines(through_chain.getvalue().decode())
+
+    JsonAccessLine(sink, level=logging.INFO)("GET", "/things", 200, 0.0123456)
+    [fast] = sink.lines()
+
+    assert fast.keys() == chain.keys()
+    assert {k: v for k, v in fast.items() if k != "timestamp"} == {
+        k: v for k, v in chain.items() if k != "timestamp"
+    }
+    assert fast["api_token"] == REDACTED
+    assert fast["extra"] == {"password": REDACTED, "n": 1}
+    assert (fast["event"], fast["status"], fast["duration_ms"]) == (
+        "request.completed",
+        200,
+        12.346,
+    )
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", fast["timestamp"])
+
+
+@pytest.mark.parametrize(
+    ("level", "expected"),
+    [
+        (logging.INFO, [(200, "info"), (503, "error")]),
+        (logging.WARNING, [(503, "error")]),
+        (logging.CRITICAL, []),
+    ],
+)
+def test_level_filter_drops_lines_below_the_level(
+    sink: CountingSink, level: int, expected: list[tuple[int, str]]
+) -> None:
+    """Successes are info lines, 5xx are error lines; lines below the level are dropped."""
+    line = JsonAccessLine(sink, level=level)
+
+    line("GET", "/a", 200, 0.001)
+    line("GET", "/b", 503, 0.001)
+
+    assert [(entry["status"], entry["level"]) for entry in sink.lines()] == expected
+
+
+async def test_lines_of_one_loop_pass_share_one_write(sink: CountingSink) -> None:
+    """Nothing is written until the pass ends; then every line, in order, with one write."""
+    line = JsonAccessLine(sink, level=logging.INFO)
+
+    for number in range(5):
+        line("GET", f"/{number}", 200, 0.001)
+    assert sink.writes == 0
+
+    await asyncio.sleep(0)  # lets the loop run the callback scheduled by the first line
+
+    assert sink.writes == 1
+    assert [entry["path"] for entry in sink.lines()] == ["/0", "/1", "/2", "/3", "/4"]
+    line("GET", "/next", 200, 0.001)
+    await asyncio.sleep(0)
+    assert sink.writes == 2
+
+
+def test_without_an_event_loop_lines_are_written_at_once(sink: CountingSink) -> None:
+    """Code outside any event loop (a thread, a script) gets its line written immediately."""
+    line = JsonAccessLine(sink, level=logging.INFO)
+
+    line("GET", "/sync", 200, 0.001)
+
+    assert [entry["path"] for entry in sink.lines()] == ["/sync"]
+
+
+async def test_queued_lines_are_flushed_on_demand_and_at_reconfiguration(
+    make_settings: SettingsFactory, restore_logging: None
+) -> None:
+    """`flush_access_lines` (also run at exit and by `configure_logging`) writes queued lines."""
+    out = io.BytesIO()
+    stream = io.TextIOWrapper(out, write_through=True)  # kept: collecting it closes `out`
+    configure_logging(make_settings(log={"format": "json"}), stream=stream)
+    assert isinstance(log._access_line, JsonAccessLine)
+
+    log.log_access("GET", "/queued", 200, 0.001)
+    assert out.getvalue() == b""
+    configure_logging(
+        make_settings(log={"format": "json"}),
+        stream=io.TextIOWrapper(io.BytesIO(), write_through=True),
+        cache_loggers=False,
+    )
+
+    assert [entry["path"] for entry in json_lines(out.getvalue().decode())] == ["/queued"]
+    assert log._access_line is log._access_via_structlog
+
+
+def test_request_ids_are_unique_uuid4_hex() -> None:
+    """Ids are version-4 UUIDs (as ``uuid4().hex``), never repeated across buffer refills."""
+    ids = [new_request_id() for _ in range(2000)]  # 32000 bytes: several 4 KiB refills
+
+    assert all(UUID4_HEX.fullmatch(request_id) for request_id in ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_a_forked_worker_draws_ids_of_its_own() -> None:
+    """After fork the child refills its random bytes: parent and child never share an id."""
+    script = """
+import os
+from app.api.middleware import new_request_id
+new_request_id()  # the buffer is now partly used, and would be copied into the child
+reader, writer = os.pipe()
+child = os.fork()
+if child == 0:
+    os.write(writer, new_request_id().encode())
+    os._exit(0)
+os.waitpid(child, 0)
+print(new_request_id(), os.read(reader, 64).decode())
+"""
+    completed = subprocess.run(  # noqa: S603 -- fixed argv, no shell
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+
+    parent, child = completed.stdout.split()
+    assert UUID4_HEX.fullmatch(parent)
+    assert UUID4_HEX.fullmatch(child)
+    assert parent != child
