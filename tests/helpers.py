@@ -90,9 +90,11 @@ EXAMPLE_FILES = frozenset(
         "src/app/migrations/versions/0002_ledger.py",
         "tests/ledger.py",
         "tests/api/test_ledger.py",
+        "tests/api/test_ledger_read.py",
         "tests/api/test_ledger_schema.py",
         "tests/unit/test_ledger.py",
         "tests/integration/test_ledger_postgres.py",
+        "tests/integration/test_ledger_read_postgres.py",
     }
 )
 """Every file the `example` question adds to a rendered project (POSIX paths)."""

@@ -13,6 +13,7 @@ from app.ledger.schemas import (
     AccountCreate,
     AccountOut,
     AccountPage,
+    BalanceOut,
     TransferCreate,
     TransferOut,
 )
@@ -73,6 +74,19 @@ async def get_account(
     """Read one account with its latest transfers, newest first."""
     try:
         return await service.get_account(engine, account_id)
+    except service.LedgerError as error:
+        return _refused(request, error)
+
+
+@router.get("/accounts/{account_id}/balance", response_model=BalanceOut, responses=_errors(404))
+async def get_balance(
+    request: Request,
+    engine: EngineDep,
+    account_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+) -> BalanceOut | JSONResponse:
+    """Read one account's balance (one primary-key select)."""
+    try:
+        return await service.get_balance(engine, account_id)
     except service.LedgerError as error:
         return _refused(request, error)
 

@@ -73,6 +73,14 @@ class AccountOut(BaseModel):
     latest_transfers: list[TransferOut]
 
 
+class BalanceOut(BaseModel):
+    """An account's balance now: the one-row read a client polls."""
+
+    account_id: int
+    currency: str
+    balance: str
+
+
 class AccountPage(BaseModel):
     """One page of accounts in id order; pass ``next_cursor`` as ``cursor`` for the next one."""
 
