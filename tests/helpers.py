@@ -88,6 +88,7 @@ EXAMPLE_FILES = frozenset(
         "src/app/ledger/service.py",
         "src/app/models/ledger.py",
         "src/app/migrations/versions/0002_ledger.py",
+        "tests/fuzz.py",
         "tests/ledger.py",
         "tests/api/test_ledger.py",
         "tests/api/test_ledger_read.py",
