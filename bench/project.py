@@ -131,16 +131,16 @@ class Runtime:
 def build_runtime(project: Path, root: Path) -> Runtime:
     """Build the venv with the builder stage's last ``uv sync`` and its uv settings.
 
-    The runtime stage's ENV is applied with its venv path moved to ``root/venv``; its
-    CMD is returned unchanged.
+    The builder's RUN steps after that sync (stripping the extension modules) run next, on
+    the same venv. The runtime stage's ENV is applied with its venv path moved to
+    ``root/venv``; its CMD is returned unchanged.
     """
     contract = runtime_contract(parse_dockerfile(project / "Dockerfile"))
     venv = root / "venv"
-    run(
-        contract.sync_argv,
-        cwd=project,
-        env=clean_env(**contract.build_env, UV_PROJECT_ENVIRONMENT=str(venv)),
-    )
+    build_env = clean_env(**contract.build_env, UV_PROJECT_ENVIRONMENT=str(venv))
+    run(contract.sync_argv, cwd=project, env=build_env)
+    for argv in contract.finish_argvs(venv):
+        run(argv, cwd=project, env=build_env)
     workdir = root / "workdir"
     workdir.mkdir()
     return Runtime(venv, contract.argv, contract.env_for(venv, clean_env()), workdir)
