@@ -169,6 +169,7 @@ def test_request_ids_are_unique_uuid4_hex() -> None:
     assert len(set(ids)) == len(ids)
 
 
+@pytest.mark.slow  # starts a Python process
 def test_a_forked_worker_draws_ids_of_its_own() -> None:
     """After fork the child refills its random bytes: parent and child never share an id."""
     script = """

@@ -1,4 +1,5 @@
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator
 
@@ -7,7 +8,7 @@ import pytest
 
 from app.core.concurrency import run_blocking
 from app.core.config import Settings
-from app.core.http import create_http_client
+from app.core.http import create_http_client, tls_context
 from app.core.meta import service_name
 from tests.conftest import SettingsFactory
 
@@ -90,3 +91,19 @@ async def test_connection_limit_applies(
         first.cancel()
 
     assert silent_server.connections == 1
+
+
+async def test_clients_share_one_verifying_tls_context(settings: Settings) -> None:
+    """The CA bundle is loaded once per process; every client verifies certificates with it."""
+    first, second = await _client(settings), await _client(settings)
+    try:
+        contexts = {
+            id(client._transport._pool._ssl_context)  # type: ignore[attr-defined]  # httpx internals
+            for client in (first, second)
+        }
+        assert contexts == {id(tls_context())}
+        assert tls_context().verify_mode == ssl.CERT_REQUIRED
+        assert tls_context().check_hostname
+    finally:
+        await first.aclose()
+        await second.aclose()
