@@ -210,8 +210,13 @@ def markdown(results: dict[str, Any]) -> str:
     if green:
         lines.append(
             f"| copy-to-green parts | render {green['render_s']} s, uv sync {green['sync_s']} s, "
-            f"suite {green['suite_s']} s ({green['summary']}) |"
+            f"suite {green['suite_s']} s, a bare `uv run pytest` ({green['summary']}) |"
         )
+        if "full_suite_s" in green:
+            lines.append(
+                f'| the rendered suite\'s full run, as CI runs it (`-m "slow or not slow"`, no '
+                f"database URL) | {green['full_suite_s']} s ({green['full_summary']}) |"
+            )
     versions = ", ".join(f"{k} {v}" for k, v in f["versions"].items() if k != "python")
     lines.append(f"| versions | {versions} |")
     if results["notes"]:
