@@ -19,10 +19,9 @@ from app.ledger.schemas import (
 )
 
 router = APIRouter(tags=["ledger"])
-# Routes take the engine and sessionmaker from `app_state(request)` rather than through
-# `Depends`: FastAPI solves every declared dependency per request, which cost a one-row read
-# about 5 % of its CPU time (measured by bench/). `EngineDep` in app.api.deps still serves
-# routes where that does not matter.
+# Routes take the engine and sessionmaker from `app_state(request)`: they need the request
+# anyway (for error bodies), and FastAPI would solve a declared dependency on every request.
+# `EngineDep` in app.api.deps serves routes that do not take the request.
 
 REPLAYED_HEADER = "idempotent-replayed"
 """Set to ``true`` on a response answered from an earlier request with the same key."""
