@@ -36,12 +36,10 @@ class _RandomBytes:
     SIZE: Final = 4096
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._buffer = b""
-        self._offset = 0
-        os.register_at_fork(after_in_child=self._drop)
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
 
-    def _drop(self) -> None:
+    def _reset(self) -> None:
         self._lock = threading.Lock()
         self._buffer = b""
         self._offset = 0

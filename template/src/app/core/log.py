@@ -137,9 +137,12 @@ AccessLine = Callable[[str, str, int, float], None]
 _5XX: Final = 500
 
 
+# One proxy for the life of the process: with cached loggers it binds once, on first use.
+_access_logger = structlog.get_logger(ACCESS_LOGGER)
+
+
 def _access_via_structlog(method: str, path: str, status: int, seconds: float) -> None:
-    logger = structlog.get_logger(ACCESS_LOGGER)
-    log = logger.error if status >= _5XX else logger.info
+    log = _access_logger.error if status >= _5XX else _access_logger.info
     log(ACCESS_EVENT, method=method, path=path, status=status, duration_ms=round(seconds * 1000, 3))
 
 
