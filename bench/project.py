@@ -12,11 +12,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.dockerfile import parse_dockerfile, runtime_contract
+from tests.helpers import project_env
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATHS = ("copier.yml", "template")
@@ -24,20 +24,14 @@ PROJECT_NAME = "Bench Svc"
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """Return this environment minus the outer venv and any APP_/PYTEST_/CI variables."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"VIRTUAL_ENV", "CI"} and not key.startswith(("APP_", "PYTEST_"))
-    }
+    """Return `tests.helpers.project_env`, with the outer venv's bin taken off PATH too."""
+    env = project_env(**extra)
     outer = os.environ.get("VIRTUAL_ENV")
-    if outer:  # `uv run` put the repo's own venv first on PATH
+    if outer and "PATH" not in extra:  # `uv run` put the repo's own venv first on PATH
         bin_dir = str(Path(outer) / "bin")
         env["PATH"] = os.pathsep.join(
             p for p in env.get("PATH", "").split(os.pathsep) if p != bin_dir
         )
-    env.setdefault("UV_PYTHON_DOWNLOADS", "never")
-    env.update(extra)
     return env
 
 
@@ -247,15 +241,3 @@ class Process:
             code = self.popen.wait()
         self._sink.close()
         return code
-
-
-@contextlib.contextmanager
-def running(
-    argv: list[str], *, env: dict[str, str], cwd: Path, log: Path, cpu: int | None
-) -> Iterator[Process]:
-    """Start a process and always stop it."""
-    process = Process(argv, env=env, cwd=cwd, log=log, cpu=cpu)
-    try:
-        yield process
-    finally:
-        process.stop()

@@ -72,29 +72,20 @@ def build(
     medians = {key: _medians(runs) for key, runs in loads.items()}
     green = figures.get("copy_to_green_s")
     targets = [
-        _target(
-            "keel /livez ÷ bare FastAPI (req/s)",
-            _ratio(medians, "keel/livez", "bare/livez"),
-            0.85,
-            at_least=True,
-            unit="x",
-            why=_cpu_note(medians, "keel/livez", "bare/livez"),
-        ),
-        _target(
-            "keel DB read ÷ pool without pre-ping (req/s)",
-            _ratio(medians, "keel/read", "pool/read"),
-            0.95,
-            at_least=True,
-            unit="x",
-            why=_cpu_note(medians, "keel/read", "pool/read"),
-        ),
-        _target(
-            "keel DB read ÷ connection per request (req/s)",
-            _ratio(medians, "keel/read", "naive/read"),
-            5,
-            at_least=True,
-            unit="x",
-            why=_cpu_note(medians, "keel/read", "naive/read"),
+        *(
+            _target(
+                f"{label} (req/s)",
+                _ratio(medians, variant, baseline),
+                goal,
+                at_least=True,
+                unit="x",
+                why=_cpu_note(medians, variant, baseline),
+            )
+            for label, variant, baseline, goal in (
+                ("keel /livez ÷ bare FastAPI", "keel/livez", "bare/livez", 0.85),
+                ("keel DB read ÷ pool without pre-ping", "keel/read", "pool/read", 0.95),
+                ("keel DB read ÷ connection per request", "keel/read", "naive/read", 5),
+            )
         ),
         _target(
             "cold start, exec to first 200 (median)",

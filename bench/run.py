@@ -9,6 +9,7 @@ See docs/performance.md for what is measured and how to read the results.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import http.client
@@ -23,7 +24,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,6 @@ from bench.project import (
     render_command,
     rss_mb,
     run,
-    running,
     template_snapshot,
     tree_bytes,
 )
@@ -170,16 +170,26 @@ class Bench:
             **extra,
         }
 
-    def start_keel(self, port: int, **extra: str) -> Process:
-        """Start the Dockerfile's CMD on the service CPU."""
+    def start_keel(self, port: int, *, log: str = "keel", **extra: str) -> Process:
+        """Start the Dockerfile's CMD on the service CPU; its output goes to a ``log`` file."""
         assert self.runtime is not None
         return Process(
             self.runtime.argv,
             env=self.keel_env(port, **extra),
             cwd=self.runtime.workdir,
-            log=self.log_path("keel"),
+            log=self.log_path(log),
             cpu=SERVICE_CPU,
         )
+
+    @contextlib.contextmanager
+    def serving_keel(self, port: int, *, log: str) -> Iterator[Process]:
+        """Start keel, wait until ``/livez`` answers, and always stop it."""
+        keel = self.start_keel(port, log=log)
+        try:
+            keel.wait_ok(port, "/livez")
+            yield keel
+        finally:
+            keel.stop()
 
     def start_baseline(self, kind: str, port: int) -> Process:
         """Start one of the harness's own baselines with the runtime venv's Python."""
@@ -298,14 +308,7 @@ def step_database(bench: Bench) -> None:
     )
     bench.db.create()
     port = free_port()
-    with running(
-        bench.runtime.argv,
-        env=bench.keel_env(port),
-        cwd=bench.runtime.workdir,
-        log=bench.log_path("keel-discover"),
-        cpu=SERVICE_CPU,
-    ) as keel:
-        keel.wait_ok(port, "/livez")
+    with bench.serving_keel(port, log="keel-discover"):
         answer = get(port, "/openapi.json")
     paths: dict[str, Any] = json.loads(answer[1]) if answer and answer[0] == 200 else {}
     readable = [p for p, ops in paths.get("paths", {}).items() if "get" in ops]
@@ -372,14 +375,7 @@ def example_read(bench: Bench, path: str, call: str, what: str) -> Read:
             "the ORM metadata"
         )
     port = free_port()
-    with running(
-        bench.runtime.argv,
-        env=bench.keel_env(port),
-        cwd=bench.runtime.workdir,
-        log=bench.log_path("keel-seed"),
-        cpu=SERVICE_CPU,
-    ) as keel:
-        keel.wait_ok(port, "/livez")
+    with bench.serving_keel(port, log="keel-seed"):
         first = post(
             port,
             "/accounts",
@@ -538,8 +534,13 @@ def step_sigterm(bench: Bench) -> None:
     bench.figures["sigterm"] = results
 
 
-def _timed_suite(target: Path, env: dict[str, str], *extra: str) -> tuple[float, str, bool]:
-    """Run the rendered project's pytest; return wall seconds, its summary line, and success."""
+def _timed_suite(
+    target: Path, env: dict[str, str], log: Path, *extra: str
+) -> tuple[float, str, bool]:
+    """Run the rendered project's pytest; return wall seconds, its summary line, and success.
+
+    A failing run's whole output is kept in ``log``.
+    """
     mark = time.perf_counter()
     suite = subprocess.run(
         ["uv", "run", "--locked", "pytest", "-q", "-p", "no:cacheprovider", *extra],
@@ -554,8 +555,7 @@ def _timed_suite(target: Path, env: dict[str, str], *extra: str) -> tuple[float,
     seconds = time.perf_counter() - mark
     summary = (suite.stdout.strip().splitlines() or ["(no output)"])[-1]
     if suite.returncode:
-        name = "copy-to-green-suite" + "".join(f"_{part.replace(' ', '-')}" for part in extra)
-        (target.parent / f"{name}.txt").write_text(suite.stdout + suite.stderr)
+        log.write_text(suite.stdout + suite.stderr)
     return seconds, summary, suite.returncode == 0
 
 
@@ -580,9 +580,13 @@ def step_copy_to_green(bench: Bench) -> None:
     mark = time.perf_counter()
     run(["uv", "sync", "--locked", "--quiet"], cwd=target, env=env)
     parts["sync_s"] = time.perf_counter() - mark
-    parts["suite_s"], summary, green = _timed_suite(target, env)
+    parts["suite_s"], summary, green = _timed_suite(
+        target, env, bench.raw / "copy-to-green-suite.txt"
+    )
     total = time.perf_counter() - started
-    full_s, full_summary, full_green = _timed_suite(target, env, "-m", "slow or not slow")
+    full_s, full_summary, full_green = _timed_suite(
+        target, env, bench.raw / "copy-to-green-full-suite.txt", "-m", "slow or not slow"
+    )
     bench.figures["copy_to_green_s"] = {
         "total": round(total, 2),
         **{k: round(v, 2) for k, v in parts.items()},
@@ -594,8 +598,6 @@ def step_copy_to_green(bench: Bench) -> None:
     }
     for name, ok, line in (("fast tier", green, summary), ("full run", full_green, full_summary)):
         if not ok:
-            for log in target.parent.glob("copy-to-green-suite*.txt"):
-                shutil.copy2(log, bench.raw / log.name)
             bench.notes.append(f"copy-to-green: the rendered suite's {name} was not green: {line}")
 
 
