@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.api.deps import AppState
 from app.api.errors import add_exception_handlers
-from app.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.api.middleware import RequestContextMiddleware
 from app.api.router import api_routes
 from app.core.concurrency import deadline
 from app.core.config import Settings
@@ -87,8 +87,12 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.lifecycle = lifecycle
     add_exception_handlers(app)
-    app.router.routes.extend(api_routes())
-    # The last middleware added is the outermost: ids and access lines cover 413s too.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.server.max_body_bytes)
-    app.add_middleware(RequestContextMiddleware, access_log=settings.log.access)
+    # Ahead of the docs routes FastAPI registered: the router tries routes in order, and each
+    # one passed over costs about 1 % of a /livez request (measured by bench/).
+    app.router.routes[:0] = api_routes()
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.server.max_body_bytes,
+        access_log=settings.log.access,
+    )
     return app

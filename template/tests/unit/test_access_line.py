@@ -1,12 +1,14 @@
 """The access line's fast path (`JsonAccessLine`) and the request ids the middleware makes."""
 
 import asyncio
+import datetime
 import io
 import logging
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -89,7 +91,7 @@ def test_fast_line_has_the_fields_structlog_renders(
     assert (fast["event"], fast["status"], fast["duration_ms"]) == (
         "request.completed",
         200,
-        12.346,
+        12.345,  # whole microseconds
     )
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", fast["timestamp"])
 
@@ -163,19 +165,61 @@ async def test_queued_lines_are_flushed_on_demand_and_at_reconfiguration(
 
 def test_request_ids_are_unique_uuid4_hex() -> None:
     """Ids are version-4 UUIDs (as ``uuid4().hex``), never repeated across buffer refills."""
-    ids = [new_request_id() for _ in range(2000)]  # 32000 bytes: several 4 KiB refills
+    ids = [new_request_id() for _ in range(2000)]  # 16 batches of 128
 
     assert all(UUID4_HEX.fullmatch(request_id) for request_id in ids)
     assert len(set(ids)) == len(ids)
 
 
+def test_threads_drawing_ids_at_once_never_share_one() -> None:
+    """Ids are handed out without a lock; threads racing through refills still get distinct ones."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        batches = list(pool.map(lambda _: [new_request_id() for _ in range(1000)], range(4)))
+
+    ids = [request_id for batch in batches for request_id in batch]
+    assert len(set(ids)) == len(ids) == 4000
+    assert all(UUID4_HEX.fullmatch(request_id) for request_id in ids)
+
+
+class _FrozenClock:
+    """Stands in for the `datetime` module inside `app.core.log`: `now()` is fixed."""
+
+    UTC = datetime.UTC
+
+    def __init__(self, moment: datetime.datetime) -> None:
+        self.datetime = self
+        self.moment = moment
+
+    def now(self, tz: datetime.tzinfo) -> datetime.datetime:
+        """Return the fixed moment (always UTC here)."""
+        assert tz is datetime.UTC
+        return self.moment
+
+
+@pytest.mark.parametrize(
+    ("microsecond", "expected"),
+    [(7, "2026-01-02T03:04:05.000007Z"), (0, "2026-01-02T03:04:05.000000Z")],
+    ids=["fraction", "whole-second"],
+)
+def test_timestamp_always_has_six_fraction_digits(
+    sink: CountingSink, monkeypatch: pytest.MonkeyPatch, microsecond: int, expected: str
+) -> None:
+    """A zero fraction, which orjson would drop, still gets its six digits in the line."""
+    moment = datetime.datetime(2026, 1, 2, 3, 4, 5, microsecond, tzinfo=datetime.UTC)
+    monkeypatch.setattr(log, "datetime", _FrozenClock(moment))
+
+    JsonAccessLine(sink, level=logging.INFO)("GET", "/t", 200, 0.001)
+
+    assert sink.lines()[0]["timestamp"] == expected
+
+
 @pytest.mark.slow  # starts a Python process
 def test_a_forked_worker_draws_ids_of_its_own() -> None:
-    """After fork the child refills its random bytes: parent and child never share an id."""
+    """After fork the child drops the ids it inherited: parent and child never share one."""
     script = """
 import os
 from app.api.middleware import new_request_id
-new_request_id()  # the buffer is now partly used, and would be copied into the child
+new_request_id()  # the batch is now partly used, and would be copied into the child
 reader, writer = os.pipe()
 child = os.fork()
 if child == 0:

@@ -2,6 +2,8 @@
 
 import asyncio
 import atexit
+import contextvars
+import datetime
 import functools
 import logging
 import sys
@@ -137,13 +139,44 @@ AccessLine = Callable[[str, str, int, float], None]
 _5XX: Final = 500
 
 
+def _milliseconds(seconds: float) -> float:
+    # Whole microseconds, as milliseconds: round(x, 3) formats a decimal string internally
+    # and costs several times more.
+    return int(seconds * 1_000_000) / 1000
+
+
 # One proxy for the life of the process: with cached loggers it binds once, on first use.
 _access_logger = structlog.get_logger(ACCESS_LOGGER)
 
 
 def _access_via_structlog(method: str, path: str, status: int, seconds: float) -> None:
     log = _access_logger.error if status >= _5XX else _access_logger.info
-    log(ACCESS_EVENT, method=method, path=path, status=status, duration_ms=round(seconds * 1000, 3))
+    log(ACCESS_EVENT, method=method, path=path, status=status, duration_ms=_milliseconds(seconds))
+
+
+_PREFIX: Final = structlog.contextvars.STRUCTLOG_KEY_PREFIX
+_WHOLE_SECOND: Final = "%Y-%m-%dT%H:%M:%S.000000Z"
+
+
+def bound_context() -> dict[str, Any]:
+    """Return structlog's context variables, redacted as `redact_secrets` would.
+
+    ``redact_secrets(..., structlog.contextvars.get_contextvars())`` in one pass over the
+    context instead of two (about a quarter of the access line's cost).
+
+    Returns:
+        A new dict of the bound keys and their (redacted) values.
+    """
+    bound: dict[str, Any] = {}
+    for var, value in contextvars.copy_context().items():
+        name = var.name
+        if value is not Ellipsis and name.startswith(_PREFIX):
+            key = name[len(_PREFIX) :]
+            if is_sensitive_key(key):
+                bound[key] = REDACTED
+            else:
+                bound[key] = value if type(value) in _SCALARS else _redact_nested(value)
+    return bound
 
 
 class JsonAccessLine:
@@ -166,11 +199,10 @@ class JsonAccessLine:
     logger drops it.
     """
 
-    __slots__ = ("_error", "_info", "_lock", "_pending", "_sink", "_stamp")
+    __slots__ = ("_error", "_info", "_lock", "_pending", "_sink")
 
     def __init__(self, sink: structlog.BytesLogger, *, level: int) -> None:
         self._sink = sink
-        self._stamp = UtcTimestamper()
         self._info = level <= logging.INFO
         self._error = level <= logging.ERROR
         self._pending: list[bytes] = []
@@ -188,14 +220,23 @@ class JsonAccessLine:
         failed = status >= _5XX
         if not (self._error if failed else self._info):
             return
-        event = redact_secrets(None, "", structlog.contextvars.get_contextvars())
-        event["method"] = method
-        event["path"] = path
-        event["status"] = status
-        event["duration_ms"] = round(seconds * 1000, 3)
-        event["event"] = ACCESS_EVENT
-        event["level"] = "error" if failed else "info"
-        line = orjson.dumps(self._stamp(None, "", event))
+        now = datetime.datetime.now(datetime.UTC)
+        line = orjson.dumps(
+            {
+                **bound_context(),
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": int(seconds * 1_000_000) / 1000,  # as _milliseconds()
+                "event": ACCESS_EVENT,
+                "level": "error" if failed else "info",
+                # orjson writes the datetime itself (OPT_UTC_Z: "...Z"), cheaper than any
+                # string formatting here, but drops a fraction of zero: that one time in a
+                # million gets the string every other line has.
+                "timestamp": now if now.microsecond else now.strftime(_WHOLE_SECOND),
+            },
+            option=orjson.OPT_UTC_Z,
+        )
         with self._lock:
             self._pending.append(line)
             first = len(self._pending) == 1
