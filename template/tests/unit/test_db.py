@@ -276,6 +276,28 @@ async def test_idle_pre_ping_skips_recently_used_connections(
     await engine.dispose()
 
 
+async def test_idle_pre_ping_counts_from_the_previous_checkout(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection held past the threshold is pinged when reused, even right after its return.
+
+    Idle time is counted from the previous checkout (one listener, nothing on checkin), so
+    the check errs towards pinging: it can ping a connection that was busy, never skip one
+    that sat idle.
+    """
+    engine = create_engine(make_settings(db={"pool_size": 1, "pre_ping_idle": 0.2}))
+    counter = PingCounter(engine, monkeypatch)
+
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+        await asyncio.sleep(0.3)  # held, not idle
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+
+    assert counter.calls == 1
+    await engine.dispose()
+
+
 async def test_default_pre_ping_skips_busy_connections(
     make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

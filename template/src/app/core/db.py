@@ -20,8 +20,8 @@ from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
 from app.core.config import DatabaseSettings, Settings
 from app.core.meta import service_name
 
-# Key in a pool entry's `info` dict: when the connection was last returned to the pool.
-_CHECKED_IN_AT = "app.checked_in_at"
+# Key in a pool entry's `info` dict: when the connection was last handed out by the pool.
+_CHECKED_OUT_AT = "app.checked_out_at"
 
 # Constraint names that Alembic autogenerate can diff and drop reliably.
 NAMING_CONVENTION = {
@@ -181,9 +181,12 @@ def install_idle_pre_ping(engine: AsyncEngine, *, idle_seconds: float) -> None:
       check without any I/O. When PostgreSQL restarts or a backend is terminated, the
       server closes the socket; the event loop sees that while the connection sits in
       the pool, and asyncpg marks it closed. Such a connection is never handed out.
-    - A connection idle for ``idle_seconds`` or longer is also pinged: firewalls and
-      NAT gateways drop idle connections without closing them, which only a round trip
-      can find out.
+    - A connection whose previous checkout began ``idle_seconds`` or longer ago is also
+      pinged: firewalls and NAT gateways drop idle connections without closing them,
+      which only a round trip can find out. Counting from the previous checkout rather
+      than from the checkin needs one listener instead of two (no work at all when a
+      connection goes back); a connection held for long and returned just now gets a
+      ping it did not strictly need, and one idle for ``idle_seconds`` never misses one.
 
     Either failure raises `DisconnectionError`, so the pool drops every connection older
     than now and retries the checkout with a fresh one, as ``pool_pre_ping`` does. Left
@@ -192,22 +195,21 @@ def install_idle_pre_ping(engine: AsyncEngine, *, idle_seconds: float) -> None:
     a ping would have waited for a timeout on it too.
 
     Args:
-        engine: The engine whose pool gets the checkin/checkout listeners.
-        idle_seconds: Minimum idle time, in seconds, before a checkout pings.
+        engine: The engine whose pool gets the checkout listener.
+        idle_seconds: Minimum time since the previous checkout, in seconds, before a ping.
     """
-    pool = engine.sync_engine.pool
     dialect = engine.sync_engine.dialect
-
-    def on_checkin(_dbapi: DBAPIConnection | None, record: ConnectionPoolEntry) -> None:
-        record.info[_CHECKED_IN_AT] = time.monotonic()
 
     def on_checkout(
         dbapi: DBAPIConnection, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
     ) -> None:
         if driver_connection_closed(dbapi):
             raise exc.InvalidatePoolError("the server closed this pooled connection")
-        checked_in_at = record.info.get(_CHECKED_IN_AT)
-        if checked_in_at is None or time.monotonic() - checked_in_at < idle_seconds:
+        now = time.monotonic()
+        # `info` lives as long as the DBAPI connection: a new connection starts empty.
+        previous = record.info.get(_CHECKED_OUT_AT)
+        record.info[_CHECKED_OUT_AT] = now
+        if previous is None or now - previous < idle_seconds:
             return
         try:
             dialect.do_ping(dbapi)
@@ -216,8 +218,7 @@ def install_idle_pre_ping(engine: AsyncEngine, *, idle_seconds: float) -> None:
                 raise exc.InvalidatePoolError from error
             raise
 
-    event.listen(pool, "checkin", on_checkin)
-    event.listen(pool, "checkout", on_checkout)
+    event.listen(engine.sync_engine.pool, "checkout", on_checkout)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
