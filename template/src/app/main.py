@@ -19,7 +19,7 @@ from app.api.routing import RouteIndex
 from app.core.concurrency import deadline
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker
-from app.core.http import create_http_client
+from app.core.http import LazyHttpClient
 from app.core.lifecycle import Lifecycle
 from app.core.meta import service_name, service_version
 
@@ -43,8 +43,9 @@ async def _dispose(engine: AsyncEngine) -> None:
 def create_app(settings: Settings) -> FastAPI:
     """Build the FastAPI application for ``settings``.
 
-    The lifespan creates the database engine and the shared HTTP client at startup
-    and closes both at shutdown, after the server has drained in-flight requests.
+    The lifespan creates the database engine at startup (the shared HTTP client is built
+    on its first use) and closes both at shutdown, after the server has drained in-flight
+    requests.
     Routes reach them through the dependencies in `app.api.deps`.
 
     Args:
@@ -58,23 +59,26 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[AppState]:
         engine = create_engine(settings)
+        http_client = LazyHttpClient(settings)
         try:
-            async with create_http_client(settings) as http_client:
-                _log.info(
-                    "app.started",
-                    environment=settings.environment,
-                    db_backend=engine.url.get_backend_name(),
-                )
-                yield AppState(
-                    settings=settings,
-                    lifecycle=lifecycle,
-                    engine=engine,
-                    sessionmaker=create_sessionmaker(engine),
-                    http_client=http_client,
-                )
+            _log.info(
+                "app.started",
+                environment=settings.environment,
+                db_backend=engine.url.get_backend_name(),
+            )
+            yield AppState(
+                settings=settings,
+                lifecycle=lifecycle,
+                engine=engine,
+                sessionmaker=create_sessionmaker(engine),
+                http_client=http_client,
+            )
         finally:
-            await _dispose(engine)
-            _log.info("app.stopped")
+            try:
+                await http_client.aclose()
+            finally:
+                await _dispose(engine)
+                _log.info("app.stopped")
 
     # Interactive docs advertise every route; production serves none of them.
     public_docs = settings.environment != "production"

@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.typing import EventDict
 
 import app.main
+from app.core.http import LazyHttpClient
 from app.core.lifecycle import Lifecycle
 from app.main import create_app
 from tests.conftest import SettingsFactory
@@ -82,10 +83,15 @@ def test_lifespan_closes_resources(make_settings: SettingsFactory, logs: list[Ev
     """Leaving the lifespan closes the shared HTTP client and disposes of the engine."""
     with TestClient(create_app(make_settings())) as client:
         client.get("/readyz")
-        http_client = client.app_state["http_client"]
+        lazy = client.app_state["http_client"]
+        assert isinstance(lazy, LazyHttpClient)
+        built_by_probes = lazy.built
+        assert client.portal is not None  # set while the client's lifespan runs
+        http_client = client.portal.call(lazy.get)
         assert isinstance(http_client, httpx.AsyncClient)
         open_while_serving = not http_client.is_closed
 
+    assert not built_by_probes  # nothing on this path calls out, so nothing was built
     assert open_while_serving
     assert http_client.is_closed
     assert [e["event"] for e in logs if e["event"].startswith("app.")] == [

@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from app.core.concurrency import run_blocking
+from app.core import http as http_module
+from app.core.concurrency import bounded_gather, run_blocking
 from app.core.config import Settings
-from app.core.http import create_http_client, tls_context
+from app.core.http import LazyHttpClient, create_http_client, tls_context
 from app.core.meta import service_name
 from tests.conftest import SettingsFactory
 
@@ -107,3 +108,35 @@ async def test_clients_share_one_verifying_tls_context(settings: Settings) -> No
     finally:
         await first.aclose()
         await second.aclose()
+
+
+async def test_lazy_client_is_built_once_for_concurrent_first_calls(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing is built before the first call; ten racing first calls get one client."""
+    builds: list[httpx.AsyncClient] = []
+
+    def counting(settings: Settings) -> httpx.AsyncClient:
+        builds.append(create_http_client(settings))
+        return builds[-1]
+
+    monkeypatch.setattr(http_module, "create_http_client", counting)
+    lazy = LazyHttpClient(make_settings())
+    assert not lazy.built
+
+    clients = await bounded_gather([lazy.get] * 10, limit=10)
+
+    assert len(builds) == 1
+    assert all(client is builds[0] for client in clients)
+    await lazy.aclose()
+    assert builds[0].is_closed
+
+
+async def test_lazy_client_refuses_after_close(make_settings: SettingsFactory) -> None:
+    """Closed at shutdown, it never builds a new client that nothing would close."""
+    lazy = LazyHttpClient(make_settings())
+    await lazy.aclose()  # never built: nothing to close
+
+    with pytest.raises(RuntimeError, match="closed"):
+        await lazy.get()
+    assert not lazy.built

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
+from app.core.http import LazyHttpClient
 from app.core.lifecycle import Lifecycle
 
 
@@ -23,7 +24,7 @@ class AppState(TypedDict):
     lifecycle: Lifecycle
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
-    http_client: httpx.AsyncClient
+    http_client: LazyHttpClient
 
 
 def app_state(request: Request) -> AppState:
@@ -63,15 +64,15 @@ async def get_engine(request: Request) -> AsyncEngine:
 
 
 async def get_http_client(request: Request) -> httpx.AsyncClient:
-    """Return the shared outbound HTTP client.
+    """Return the shared outbound HTTP client, built on the first request that needs it.
 
     Args:
         request: The current request.
 
     Returns:
-        The client created by the lifespan.
+        The client the lifespan closes at shutdown.
     """
-    return app_state(request)["http_client"]
+    return await app_state(request)["http_client"].get()
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

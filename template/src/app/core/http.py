@@ -1,10 +1,12 @@
 """The shared outbound HTTP client: explicit per-phase timeouts and connection limits."""
 
+import asyncio
 import functools
 import ssl
 
 import httpx
 
+from app.core.concurrency import run_blocking
 from app.core.config import Settings
 from app.core.meta import service_name, service_version
 
@@ -51,3 +53,50 @@ def create_http_client(settings: Settings) -> httpx.AsyncClient:
         headers={"user-agent": f"{service_name()}/{service_version()}"},
         verify=tls_context(),
     )
+
+
+class LazyHttpClient:
+    """The service's one outbound client, built on its first use and closed at shutdown.
+
+    Building a client loads certifi's CA bundle into a TLS context: about 20 ms of CPU and
+    2.4 MiB of memory for the life of the process (measured by ``bench/``). A service that
+    never calls out never pays it; one that does pays it once, on the first call, in a
+    worker thread so the event loop keeps serving meanwhile.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client: httpx.AsyncClient | None = None
+        self._building = asyncio.Lock()
+        self._closed = False
+
+    @property
+    def built(self) -> bool:
+        """Whether the client exists yet."""
+        return self._client is not None
+
+    async def get(self) -> httpx.AsyncClient:
+        """Return the client, building it on the first call (concurrent first calls share it).
+
+        Returns:
+            The shared client.
+
+        Raises:
+            RuntimeError: The service is shutting down and the client was closed.
+        """
+        client = self._client
+        if client is None:
+            async with self._building:
+                if self._client is None and not self._closed:
+                    self._client = await run_blocking(create_http_client, self._settings)
+                client = self._client
+        if self._closed or client is None:
+            raise RuntimeError("the outbound HTTP client is closed: the service is stopping")
+        return client
+
+    async def aclose(self) -> None:
+        """Close the client if it was built; later `get` calls raise."""
+        self._closed = True
+        async with self._building:
+            if self._client is not None:
+                await self._client.aclose()
