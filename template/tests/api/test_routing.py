@@ -102,7 +102,7 @@ def clients() -> Iterator[tuple[TestClient, TestClient]]:
         yield plain, indexed
 
 
-@pytest.mark.parametrize(("method", "path"), REQUESTS, ids=[f"{m} {p!r}" for m, p in REQUESTS])
+@pytest.mark.parametrize(("method", "path"), REQUESTS, ids=[f"{m}_{p}" for m, p in REQUESTS])
 def test_every_request_gets_the_answer_of_the_plain_router(
     clients: tuple[TestClient, TestClient], method: str, path: str
 ) -> None:
