@@ -1,6 +1,8 @@
 """The uvicorn server with graceful drain: SIGTERM first fails readiness, then stops."""
 
+import signal
 import sys
+import time
 from types import FrameType
 
 import structlog
@@ -12,6 +14,12 @@ from app.core.lifecycle import Lifecycle
 
 _log = structlog.get_logger(__name__)
 
+# Seconds within which a second SIGINT counts as the first one delivered again. Ctrl-C reaches the
+# terminal's whole foreground process group, and a wrapper in that group (`uv run`, a shell, a
+# process manager) may pass the same interrupt on to the service a moment later; that copy must
+# not turn a graceful stop into a forced one.
+SAME_INTERRUPT = 0.5
+
 
 class DrainingServer(uvicorn.Server):
     """A uvicorn server that drains before it stops.
@@ -20,8 +28,9 @@ class DrainingServer(uvicorn.Server):
     503 while requests are still served, so the load balancer takes the replica out
     of rotation. After ``drain_delay`` seconds uvicorn's own shutdown runs: it closes
     the listener, gives in-flight requests ``timeout_graceful_shutdown`` seconds, then
-    runs the lifespan shutdown. A second signal exits at once. The process then exits
-    with status 0: the signal is not re-raised as plain uvicorn does.
+    runs the lifespan shutdown. A second signal exits at once, except a SIGINT within
+    `SAME_INTERRUPT` seconds of a first SIGINT, which is that Ctrl-C delivered twice. The
+    process then exits with status 0: the signal is not re-raised as plain uvicorn does.
     """
 
     def __init__(self, config: uvicorn.Config, *, lifecycle: Lifecycle, drain_delay: float):
@@ -29,10 +38,12 @@ class DrainingServer(uvicorn.Server):
         self.lifecycle = lifecycle
         self.drain_delay = drain_delay
         self._exit_requested = False
+        self._first_signal: int | None = None
+        self._first_at = 0.0
         self._drain_logged = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        """Start draining on the first signal, exit on the second.
+        """Start draining on the first signal, exit on the second (see the class docstring).
 
         Runs as a signal handler, so it only sets flags: logging here could deadlock on
         a lock the interrupted code holds.
@@ -41,11 +52,16 @@ class DrainingServer(uvicorn.Server):
             sig: The signal number.
             frame: The interrupted frame (unused).
         """
+        now = time.monotonic()
         if self._exit_requested:
+            if sig == self._first_signal == signal.SIGINT and now - self._first_at < SAME_INTERRUPT:
+                return  # the first Ctrl-C, delivered twice
             self.should_exit = True
             self.force_exit = True
             return
         self._exit_requested = True
+        self._first_signal = sig
+        self._first_at = now
         self.lifecycle.begin_drain()
 
     async def on_tick(self, counter: int) -> bool:
