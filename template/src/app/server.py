@@ -37,8 +37,7 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.lifecycle = lifecycle
         self.drain_delay = drain_delay
-        self._exit_requested = False
-        self._first_signal: int | None = None
+        self._first_signal: int | None = None  # set by the first SIGTERM or SIGINT
         self._first_at = 0.0
         self._drain_logged = False
 
@@ -53,13 +52,12 @@ class DrainingServer(uvicorn.Server):
             frame: The interrupted frame (unused).
         """
         now = time.monotonic()
-        if self._exit_requested:
+        if self._first_signal is not None:
             if sig == self._first_signal == signal.SIGINT and now - self._first_at < SAME_INTERRUPT:
                 return  # the first Ctrl-C, delivered twice
             self.should_exit = True
             self.force_exit = True
             return
-        self._exit_requested = True
         self._first_signal = sig
         self._first_at = now
         self.lifecycle.begin_drain()
@@ -73,7 +71,7 @@ class DrainingServer(uvicorn.Server):
         Returns:
             True when the server should shut down.
         """
-        if self._exit_requested and not self.should_exit:
+        if self._first_signal is not None and not self.should_exit:
             if not self._drain_logged:
                 self._drain_logged = True
                 _log.info(

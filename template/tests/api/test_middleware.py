@@ -93,6 +93,23 @@ def test_unsafe_request_id_replaced(client: TestClient, incoming: str) -> None:
     assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
 
 
+@pytest.mark.parametrize(
+    ("first", "second", "kept"),
+    [("first-id", "second-id", "first-id"), ("a b", "second-id", None)],
+    ids=["first-safe", "first-unsafe"],
+)
+def test_only_the_first_request_id_header_counts(
+    client: TestClient, first: str, second: str, kept: str | None
+) -> None:
+    """With several X-Request-ID headers the first decides; a later one never replaces it."""
+    response = client.get("/livez", headers=[("X-Request-ID", first), ("X-Request-ID", second)])
+
+    if kept is None:
+        assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
+    else:
+        assert response.headers["x-request-id"] == kept
+
+
 @pytest.mark.parametrize("path", ["/log-async", "/log-sync"], ids=["async", "sync"])
 def test_request_id_bound_inside_handler(
     client: TestClient, logs: list[EventDict], path: str

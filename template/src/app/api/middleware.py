@@ -97,13 +97,16 @@ _REQUEST_ID: Final = _bound_var("request_id")
 
 
 def _scan_headers(scope: Scope) -> tuple[str | None, int | None, bool]:
-    """Read, in one pass: a safe incoming request id, Content-Length, chunked or not."""
+    """Read, in one pass: the first X-Request-ID if safe, Content-Length, chunked or not."""
     incoming: str | None = None
+    seen_id = False
     declared: int | None = None
     chunked = False
     for name, value in scope["headers"]:
         if name == REQUEST_ID_HEADER:
-            incoming = value.decode("ascii") if _SAFE_REQUEST_ID.fullmatch(value) else None
+            if not seen_id and _SAFE_REQUEST_ID.fullmatch(value):
+                incoming = value.decode("ascii")
+            seen_id = True
         elif name == b"content-length":
             declared = int(value) if value.isdigit() else None
             chunked = chunked or declared is None

@@ -22,6 +22,11 @@ Shape = tuple[str | None, int]
 """A path's first segment (None when it holds a parameter) and its number of segments."""
 
 
+def _path_shape(path: str) -> tuple[str, int]:
+    slash = path.find("/", 1)
+    return (path[1:slash] if slash > 0 else path[1:]), path.count("/")
+
+
 def _route_shape(route: BaseRoute) -> Shape | None:
     """Return the only shape of path ``route`` can match, or None when it could match others."""
     if not isinstance(route, APIRoute):
@@ -29,9 +34,8 @@ def _route_shape(route: BaseRoute) -> Shape | None:
     convertors = route.param_convertors.values()
     if not all(type(convertor) in _ONE_SEGMENT for convertor in convertors):
         return None
-    slash = route.path_format.find("/", 1)
-    first = route.path_format[1:slash] if slash > 0 else route.path_format[1:]
-    return (None if "{" in first else first), route.path_format.count("/")
+    first, count = _path_shape(route.path_format)
+    return (None if "{" in first else first), count
 
 
 def _fits(shape: Shape | None, first: str | None, count: int) -> bool:
@@ -71,7 +75,8 @@ class RouteIndex(BaseRoute):
             first, count = shape
             if first is not None:
                 self._by_shape[shape] = self._candidates(shapes, first, count)
-            self._by_count.setdefault(count, self._candidates(shapes, None, count))
+            if count not in self._by_count:
+                self._by_count[count] = self._candidates(shapes, None, count)
         self._anywhere = [
             route for route, shape in zip(self.routes, shapes, strict=True) if shape is None
         ]
@@ -96,21 +101,16 @@ class RouteIndex(BaseRoute):
         Returns:
             The candidates.
         """
-        slash = path.find("/", 1)
-        count = path.count("/")
-        found = self._by_shape.get((path[1:slash] if slash > 0 else path[1:], count))
-        return found if found is not None else self._by_count.get(count, self._anywhere)
+        shape = _path_shape(path)
+        found = self._by_shape.get(shape)
+        return found if found is not None else self._by_count.get(shape[1], self._anywhere)
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         """Return the first candidate's full match, or decline (`Match.NONE`)."""
         if scope["type"] != "http" or scope.get("fastapi.telemetry") is not None:
             return Match.NONE, {}
         path = get_route_path(scope) if scope.get("root_path") else scope["path"]
-        # candidates(path), inlined: this runs for every request.
-        slash = path.find("/", 1)
-        count = path.count("/")
-        found = self._by_shape.get((path[1:slash] if slash > 0 else path[1:], count))
-        for route in found if found is not None else self._by_count.get(count, self._anywhere):
+        for route in self.candidates(path):
             match, child_scope = route.matches(scope)
             if match is Match.FULL:
                 child_scope[_MATCHED] = route

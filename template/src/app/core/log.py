@@ -162,7 +162,8 @@ def bound_context() -> dict[str, Any]:
     """Return structlog's context variables, redacted as `redact_secrets` would.
 
     ``redact_secrets(..., structlog.contextvars.get_contextvars())`` in one pass over the
-    context instead of two (about a quarter of the access line's cost).
+    context instead of two: those two passes were about a quarter of the access line's
+    instructions, the single pass about a fifth.
 
     Returns:
         A new dict of the bound keys and their (redacted) values.
