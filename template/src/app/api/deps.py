@@ -6,15 +6,17 @@ the lookup it wraps (about a quarter of a one-row read's CPU time, measured by `
 """
 
 from collections.abc import AsyncIterator
-from typing import Annotated, TypedDict, cast
+from typing import TYPE_CHECKING, Annotated, TypedDict, cast
 
-import httpx
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.http import LazyHttpClient
 from app.core.lifecycle import Lifecycle
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class AppState(TypedDict):
@@ -63,7 +65,7 @@ async def get_engine(request: Request) -> AsyncEngine:
     return app_state(request)["engine"]
 
 
-async def get_http_client(request: Request) -> httpx.AsyncClient:
+async def get_http_client(request: Request) -> "httpx.AsyncClient":
     """Return the shared outbound HTTP client, built on the first request that needs it.
 
     Args:
@@ -99,5 +101,18 @@ EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 """A request-scoped ORM session; commit explicitly with ``session.begin()``."""
 
-HttpClientDep = Annotated[httpx.AsyncClient, Depends(get_http_client)]
-"""The shared outbound HTTP client with explicit timeouts."""
+if TYPE_CHECKING:
+    HttpClientDep = Annotated[httpx.AsyncClient, Depends(get_http_client)]
+    """The shared outbound HTTP client with explicit timeouts."""
+else:
+
+    def __getattr__(name: str) -> object:
+        # `HttpClientDep` names httpx's client class, so it is made on first import: httpx
+        # stays unloaded (about 1.9 MiB) unless a route calls out (see `app.core.http`).
+        if name != "HttpClientDep":
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        import httpx  # noqa: PLC0415 -- deferred on purpose, see above
+
+        alias = Annotated[httpx.AsyncClient, Depends(get_http_client)]
+        globals()[name] = alias
+        return alias
