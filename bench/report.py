@@ -39,6 +39,11 @@ def _target(
     }
 
 
+def _megabytes(mebibytes: float) -> float:
+    """Return a size given in MiB in decimal megabytes (10**6 bytes), as the targets state it."""
+    return round(mebibytes * 1024 * 1024 / 1_000_000, 1)
+
+
 def _ratio(medians: dict[str, dict[str, float]], top: str, bottom: str) -> float | None:
     if top not in medians or bottom not in medians or not medians[bottom]["rps"]:
         return None
@@ -94,14 +99,23 @@ def build(
             at_least=False,
             unit=" s",
         ),
+        # The issue sets both sizes in MB; the harness measures MiB (the kernel's KiB / 1024).
         _target(
             "RSS after load, one worker (median)",
-            figures["rss_mb"]["median"],
+            _megabytes(figures["rss_mb"]["median"]),
             80,
             at_least=False,
-            unit=" MiB",
+            unit=" MB",
+            why=f"{figures['rss_mb']['median']} MiB",
         ),
-        _target("runtime venv size", figures["venv_mb"], 70, at_least=False, unit=" MiB"),
+        _target(
+            "runtime venv size",
+            _megabytes(figures["venv_mb"]),
+            70,
+            at_least=False,
+            unit=" MB",
+            why=f"{figures['venv_mb']} MiB",
+        ),
         _target(
             "copy-to-green, warm cache",
             green["total"] if green and green["green"] else None,
@@ -178,6 +192,28 @@ def markdown(results: dict[str, Any]) -> str:
     if "rss_idle_mb" in f:
         lines.append(
             f"| RSS right after the first 200, median (MiB) | {f['rss_idle_mb']['median']} |"
+        )
+    if "rss_by_variant_mb" in f:
+        by_variant = f["rss_by_variant_mb"]
+        lines.append(
+            "| RSS after load, median MiB: keel (/livez, then the read); (a) after /livez; "
+            "(b), (c) after the read | "
+            + "; ".join(
+                f"{name} {by_variant[kind]['median']}"
+                for name, kind in (
+                    ("keel", "keel"),
+                    ("(a)", "bare"),
+                    ("(b)", "pool"),
+                    ("(c)", "naive"),
+                )
+                if kind in by_variant
+            )
+            + " |"
+        )
+    if "rss_stack_mb" in f:
+        lines.append(
+            "| RSS after load of the stack alone (FastAPI, uvicorn, SQLAlchemy, asyncpg; one "
+            f"SELECT 1 route, keel's pool size; no keel code), MiB | {f['rss_stack_mb']} |"
         )
     lines.append(f"| runtime venv build (uv sync, warm cache) | {f['venv_build_s']} s |")
     pinging = _ratio(results["medians"], "keel/read", "keel-ping/read")

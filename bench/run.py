@@ -191,14 +191,17 @@ class Bench:
         finally:
             keel.stop()
 
-    def start_baseline(self, kind: str, port: int) -> Process:
-        """Start one of the harness's own baselines with the runtime venv's Python."""
+    def start_baseline(self, kind: str, port: int, read: dict[str, str] | None = None) -> Process:
+        """Start one of the harness's own baselines with the runtime venv's Python.
+
+        ``read`` replaces the read the database variants serve (default: the run's read).
+        """
         assert self.runtime is not None and self.db is not None and self.read is not None
         argv = [str(self.runtime.python), str(self.work / "baseline.py"), kind, f"--port={port}"]
         if kind != "bare":
             argv += [
                 f"--db-url={self.db.sqlalchemy_url}",
-                f"--read={json.dumps(self.read.baseline)}",
+                f"--read={json.dumps(read or self.read.baseline)}",
                 f"--pool-size={self.figures['pool']['size']}",
                 f"--max-overflow={self.figures['pool']['overflow']}",
             ]
@@ -445,7 +448,7 @@ def step_rounds(bench: Bench) -> None:
     """Interleave keel and the baselines, one fresh process each, ``rounds`` times."""
     assert bench.read is not None
     read = bench.read
-    rss: list[float] = []
+    rss: dict[str, list[float]] = {"keel": [], "bare": [], "pool": [], "naive": []}
     for number in range(1, bench.options.rounds + 1):
         log(f"round {number}/{bench.options.rounds}")
         port = free_port()
@@ -454,7 +457,7 @@ def step_rounds(bench: Bench) -> None:
             with_keel.wait_ok(port, "/livez")
             bench.load("keel/livez", with_keel, port, "/livez")
             bench.load("keel/read", with_keel, port, read.keel_path)
-            rss.append(rss_mb(with_keel.pid))
+            rss["keel"].append(rss_mb(with_keel.pid))
         finally:
             with_keel.stop()
         if bench.figures["pool"]["pre_ping_idle_s"] > 0:
@@ -476,9 +479,32 @@ def step_rounds(bench: Bench) -> None:
             try:
                 process.wait_ok(port, path)
                 bench.load(key, process, port, path)
+                rss[kind].append(rss_mb(process.pid))
             finally:
                 process.stop()
-    bench.figures["rss_mb"] = {"median": median(rss, 1), "runs": rounded(rss, 1)}
+    bench.figures["rss_mb"] = {"median": median(rss["keel"], 1), "runs": rounded(rss["keel"], 1)}
+    # The same figure for each baseline, after its own load: what the stack alone holds.
+    bench.figures["rss_by_variant_mb"] = {
+        kind: {"median": median(runs, 1), "runs": rounded(runs, 1)} for kind, runs in rss.items()
+    }
+
+
+def step_stack_rss(bench: Bench) -> None:
+    """RSS after load of the stack alone: FastAPI, uvicorn, SQLAlchemy and asyncpg, no keel code.
+
+    Baseline (b) serving ``SELECT 1`` (no import of the rendered ``app``) through a pool of
+    keel's size, under the same warm-up and load as one round's read. keel's RSS above this
+    is what its own code and its other dependencies hold.
+    """
+    path = "/ping"
+    port = free_port()
+    process = bench.start_baseline("pool", port, read={"kind": "ping", "path": path})
+    try:
+        process.wait_ok(port, path)
+        bench.load("stack/ping", process, port, path)
+        bench.figures["rss_stack_mb"] = round(rss_mb(process.pid), 1)
+    finally:
+        process.stop()
 
 
 def step_sigterm(bench: Bench) -> None:
@@ -632,6 +658,7 @@ def main(argv: list[str] | None = None) -> int:
         ("create the database and pick the read endpoint", step_database),
         ("cold starts", step_cold_start),
         ("interleaved load rounds", step_rounds),
+        ("the stack's own RSS", step_stack_rss),
         ("SIGTERM under load", step_sigterm),
     ]
     if options.copy_to_green:

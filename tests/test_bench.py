@@ -76,6 +76,16 @@ def check_process_figures(smoke: Path) -> None:
 
     assert 0 < figures["cold_start_s"]["median"] < 60
     assert 10 < figures["rss_mb"]["median"] < 2000
+    by_variant = figures["rss_by_variant_mb"]
+    assert by_variant["keel"] == figures["rss_mb"]
+    for kind in ("bare", "pool", "naive"):
+        assert 10 < by_variant[kind]["median"] < 2000, kind
+    # (a) imports no SQLAlchemy, so it holds less than any variant that does.
+    assert by_variant["bare"]["median"] < min(by_variant[k]["median"] for k in ("keel", "pool"))
+    assert by_variant["bare"]["median"] < figures["rss_stack_mb"] < 2000
+    (stack_load,) = results(smoke)["runs"]["stack/ping"]
+    assert stack_load["requests"] > 0
+    assert stack_load["non_2xx"] == stack_load["socket_errors"] == 0
     assert 1 < figures["venv_mb"] < 2000
     sigterm = figures["sigterm"]["no_drain"]
     assert sigterm["exit_code"] == 0
@@ -97,5 +107,12 @@ def check_table_chart_and_machine(smoke: Path) -> None:
     assert len(data["targets"]) == 7
     for target in data["targets"]:
         assert f"| {target['name']}" in table
+    sizes = {t["name"]: t for t in data["targets"] if t["target"].endswith(" MB")}
+    rss = sizes["RSS after load, one worker (median)"]
+    assert rss["target"] == "≤ 80 MB"
+    assert rss["value"] == round(data["figures"]["rss_mb"]["median"] * 1.048576, 1)
+    assert rss["met"] is (rss["value"] <= 80)
+    assert "RSS after load, median MiB: keel" in table
+    assert "RSS after load of the stack alone" in table
     assert chart.startswith(PNG_MAGIC)
     assert len(chart) > 10_000
