@@ -1,8 +1,5 @@
 import asyncio
-import json
 import ssl
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -167,33 +164,3 @@ def test_a_route_declaring_the_client_gets_the_shared_one(app: FastAPI) -> None:
     assert len(seen) == 2
     assert seen[0] is seen[1]
     assert seen[0].is_closed  # the lifespan closed it at shutdown
-
-
-# Which httpx modules a fresh interpreter holds after importing the entry point, and after a
-# route module imports the dependency alias.
-_IMPORT_PROBE = """
-import json, sys
-import app.__main__
-before = sorted(name for name in sys.modules if name.partition(".")[0] in {"httpx", "httpcore"})
-from app.api.deps import HttpClientDep
-print(json.dumps({"before": before, "after": "httpx" in sys.modules, "alias": repr(HttpClientDep)}))
-"""
-
-
-@pytest.mark.slow  # a fresh interpreter
-def test_httpx_is_imported_only_when_a_route_asks_for_the_client() -> None:
-    """Starting the service loads no httpx; `from app.api.deps import HttpClientDep` does."""
-    completed = subprocess.run(  # noqa: S603 -- fixed argv, no shell
-        [sys.executable, "-c", _IMPORT_PROBE],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-    assert completed.returncode == 0, completed.stderr
-    report = json.loads(completed.stdout)
-    assert report["before"] == []
-    assert report["after"] is True
-    assert "httpx.AsyncClient" in report["alias"]
-    assert "get_http_client" in report["alias"]

@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,6 +78,21 @@ print(json.dumps({"modules": modules, "read_vars": read_vars, "events": events})
 """
 
 
+def run_probe(code: str, *, cwd: Path | None = None, env: dict[str, str] | None = None) -> Any:
+    """Run ``code`` in a fresh interpreter and return the JSON it printed."""
+    completed = subprocess.run(  # noqa: S603 -- fixed argv, no shell
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return json.loads(completed.stdout)
+
+
 @pytest.mark.slow  # imports every module in a fresh interpreter
 def test_importing_app_reads_no_config_and_does_no_io(tmp_path: Path) -> None:
     """Importing every app module reads no APP_ variable or .env and opens no connection."""
@@ -84,19 +100,30 @@ def test_importing_app_reads_no_config_and_does_no_io(tmp_path: Path) -> None:
     database = tmp_path / "probe.db"
     env = {"APP_DB__URL": f"sqlite+aiosqlite:///{database}", "APP_PORT": "not-a-port"}
 
-    completed = subprocess.run(  # noqa: S603 -- fixed argv, no shell
-        [sys.executable, "-c", PROBE],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-    assert completed.returncode == 0, completed.stderr
-    report = json.loads(completed.stdout)
+    report = run_probe(PROBE, cwd=tmp_path, env=env)
     assert {"app.main", "app.core.config", "app.core.db", "app.__main__"} <= set(report["modules"])
     assert [name for name in report["read_vars"] if name.startswith("APP_") or name == "*"] == []
     assert report["events"] == []
     assert not database.exists()
+
+
+# Which httpx modules a fresh interpreter holds after importing the entry point, and after a
+# route module imports the dependency alias.
+HTTPX_PROBE = """
+import json, sys
+import app.__main__
+before = sorted(name for name in sys.modules if name.partition(".")[0] in {"httpx", "httpcore"})
+from app.api.deps import HttpClientDep
+print(json.dumps({"before": before, "after": "httpx" in sys.modules, "alias": repr(HttpClientDep)}))
+"""
+
+
+@pytest.mark.slow  # a fresh interpreter
+def test_httpx_is_imported_only_when_a_route_asks_for_the_client() -> None:
+    """Starting the service loads no httpx; `from app.api.deps import HttpClientDep` does."""
+    report = run_probe(HTTPX_PROBE)
+
+    assert report["before"] == []
+    assert report["after"] is True
+    assert "httpx.AsyncClient" in report["alias"]
+    assert "get_http_client" in report["alias"]
