@@ -35,6 +35,10 @@ class LoadResult:
     """wrk's own split of ``socket_errors``: read, write, timeout."""
     cpu_us_per_request: float | None = None
     """Service CPU time (user + system) per request: unlike req/s, not inflated by CPU steal."""
+    cpu_user_us_per_request: float | None = None
+    """The user-space part of ``cpu_us_per_request``: the service's own code and libraries."""
+    cpu_system_us_per_request: float | None = None
+    """The kernel's part of ``cpu_us_per_request``: system calls, page faults, network stack."""
 
     def to_json(self) -> dict[str, Any]:
         """Return the result as plain JSON values."""

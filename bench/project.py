@@ -166,11 +166,15 @@ def get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes] | None:
         connection.close()
 
 
-def cpu_seconds(pid: int) -> float:
-    """Return the user + system CPU time a process has used so far (all its threads)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """Return the user and the system CPU time, in seconds, a process has used so far.
+
+    Both count all of the process's threads.
+    """
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     # Fields 14 and 15 of proc(5) (utime, stime), counted after the ")" that ends the name.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
 
 
 def rss_mb(pid: int) -> float:

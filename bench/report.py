@@ -18,7 +18,14 @@ LABELS = {
 
 
 def _medians(runs: list[dict[str, Any]]) -> dict[str, float]:
-    keys = ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")
+    keys = (
+        "rps",
+        "p50_ms",
+        "p99_ms",
+        "cpu_us_per_request",
+        "cpu_user_us_per_request",
+        "cpu_system_us_per_request",
+    )
     return {
         key: round(statistics.median(r[key] for r in runs), 3)
         for key in keys
@@ -50,10 +57,18 @@ def _ratio(medians: dict[str, dict[str, float]], top: str, bottom: str) -> float
     return round(medians[top]["rps"] / medians[bottom]["rps"], 3)
 
 
-def _cpu_ratio(medians: dict[str, dict[str, float]], top: str, bottom: str) -> float | None:
-    """Throughput ratio implied by CPU time per request (bottom's CPU ÷ top's CPU)."""
-    cpu_top = medians.get(top, {}).get("cpu_us_per_request")
-    cpu_bottom = medians.get(bottom, {}).get("cpu_us_per_request")
+def _cpu_ratio(
+    medians: dict[str, dict[str, float]],
+    top: str,
+    bottom: str,
+    key: str = "cpu_us_per_request",
+) -> float | None:
+    """Throughput ratio implied by CPU time per request (bottom's CPU ÷ top's CPU).
+
+    ``key`` picks the CPU figure: user + system (the default) or one of the two.
+    """
+    cpu_top = medians.get(top, {}).get(key)
+    cpu_bottom = medians.get(bottom, {}).get(key)
     if not cpu_top or not cpu_bottom:
         return None
     return round(cpu_bottom / cpu_top, 3)
@@ -61,7 +76,25 @@ def _cpu_ratio(medians: dict[str, dict[str, float]], top: str, bottom: str) -> f
 
 def _cpu_note(medians: dict[str, dict[str, float]], top: str, bottom: str) -> str:
     ratio = _cpu_ratio(medians, top, bottom)
-    return "" if ratio is None else f"by CPU time per request: {ratio:.2f}x"
+    if ratio is None:
+        return ""
+    note = f"by CPU time per request: {ratio:.2f}x"
+    user = _cpu_ratio(medians, top, bottom, "cpu_user_us_per_request")
+    system = _cpu_ratio(medians, top, bottom, "cpu_system_us_per_request")
+    if user is not None and system is not None:
+        note += f"; user {user:.2f}x, kernel {system:.2f}x"
+    return note
+
+
+def _cpu_cell(median: dict[str, float]) -> str:
+    """Format a variant's CPU time per request, split into user and kernel time when known."""
+    total = median.get("cpu_us_per_request")
+    if total is None:
+        return "—"
+    user = median.get("cpu_user_us_per_request")
+    system = median.get("cpu_system_us_per_request")
+    split = "" if user is None or system is None else f" ({user:,.0f} + {system:,.0f})"
+    return f"{total:,.0f}{split}"
 
 
 def build(
@@ -167,17 +200,16 @@ def markdown(results: dict[str, Any]) -> str:
             f" (idle threshold {f['pool']['pre_ping_idle_s']:g} s)."
         ),
         "",
-        "| variant | req/s | p50 ms | p99 ms | service CPU µs/req | runs (req/s) |",
+        "| variant | req/s | p50 ms | p99 ms | service CPU µs/req (user + kernel) | runs (req/s) |",
         "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for key, label in LABELS.items():
         if key in results["medians"]:
             med = results["medians"][key]
             runs = ", ".join(f"{r['rps']:,.0f}" for r in results["runs"][key])
-            cpu = med.get("cpu_us_per_request")
             lines.append(
                 f"| {label} | {med['rps']:,.0f} | {med['p50_ms']:.2f} | {med['p99_ms']:.2f} | "
-                f"{'—' if cpu is None else f'{cpu:,.0f}'} | {runs} |"
+                f"{_cpu_cell(med)} | {runs} |"
             )
     lines += ["", "| target | measured | goal | met |", "| --- | ---: | ---: | :---: |"]
     for t in results["targets"]:

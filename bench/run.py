@@ -38,7 +38,7 @@ from bench.project import (
     Runtime,
     build_runtime,
     clean_env,
-    cpu_seconds,
+    cpu_times,
     free_port,
     get,
     render_command,
@@ -216,11 +216,17 @@ class Bench:
         run_wrk(url, seconds=o.warmup, connections=o.connections, cpu=LOAD_CPU)
         n = len(self.loads.setdefault(key, []))
         raw = self.raw / f"{key.replace('/', '-')}-{n + 1}.txt"
-        cpu_before = cpu_seconds(process.pid)
+        user_before, system_before = cpu_times(process.pid)
         result = run_wrk(url, seconds=o.seconds, connections=o.connections, cpu=LOAD_CPU, raw=raw)
-        used = cpu_seconds(process.pid) - cpu_before
+        user_after, system_after = cpu_times(process.pid)
+        per_request = 1e6 / max(result.requests, 1)
+        user = (user_after - user_before) * per_request
+        system = (system_after - system_before) * per_request
         result = dataclasses.replace(
-            result, cpu_us_per_request=round(used / max(result.requests, 1) * 1e6, 1)
+            result,
+            cpu_us_per_request=round(user + system, 1),
+            cpu_user_us_per_request=round(user, 1),
+            cpu_system_us_per_request=round(system, 1),
         )
         if result.non_2xx or result.socket_errors or result.connect_errors:
             self.notes.append(

@@ -67,6 +67,10 @@ def check_every_variant(smoke: Path) -> None:
             assert run["socket_errors"] == 0, variant
             assert 0 < run["p50_ms"] <= run["p99_ms"], variant
             assert run["cpu_us_per_request"] > 0, variant
+            # The split is read from the same two /proc samples as the total.
+            user, system = run["cpu_user_us_per_request"], run["cpu_system_us_per_request"]
+            assert user > 0 and system >= 0, variant
+            assert abs(user + system - run["cpu_us_per_request"]) <= 0.2, variant
     assert data["read"]["kind"] in {"pk", "ping"}
 
 
@@ -104,6 +108,12 @@ def check_table_chart_and_machine(smoke: Path) -> None:
     assert "| variant | req/s | p50 ms | p99 ms |" in table
     assert "bare FastAPI" in table
     assert "connection per request" in table
+    keel = data["medians"]["keel/livez"]
+    split = (
+        f"| {keel['cpu_us_per_request']:,.0f} ({keel['cpu_user_us_per_request']:,.0f} + "
+        f"{keel['cpu_system_us_per_request']:,.0f}) |"
+    )
+    assert split in table
     assert len(data["targets"]) == 7
     for target in data["targets"]:
         assert f"| {target['name']}" in table
