@@ -97,6 +97,15 @@ def _cpu_cell(median: dict[str, float]) -> str:
     return f"{total:,.0f}{split}"
 
 
+def _instructions_note(figures: dict[str, Any], top: str, bottom: str) -> str:
+    """Throughput ratio implied by callgrind's instructions per request, when counted."""
+    counted = figures.get("instructions", {})
+    if top not in counted or bottom not in counted:
+        return ""
+    ratio = counted[bottom]["per_request"] / counted[top]["per_request"]
+    return f"by instructions per request: {ratio:.3f}x"
+
+
 def build(
     *,
     machine: dict[str, Any],
@@ -117,7 +126,14 @@ def build(
                 goal,
                 at_least=True,
                 unit="x",
-                why=_cpu_note(medians, variant, baseline),
+                why="; ".join(
+                    note
+                    for note in (
+                        _cpu_note(medians, variant, baseline),
+                        _instructions_note(figures, variant, baseline),
+                    )
+                    if note
+                ),
             )
             for label, variant, baseline, goal in (
                 ("keel /livez ÷ bare FastAPI", "keel/livez", "bare/livez", 0.85),
@@ -276,6 +292,14 @@ def markdown(results: dict[str, Any]) -> str:
                 f'| the rendered suite\'s full run, as CI runs it (`-m "slow or not slow"`, no '
                 f"database URL) | {green['full_suite_s']} s ({green['full_summary']}) |"
             )
+    if f.get("instructions"):
+        counted = f["instructions"]
+        described = "; ".join(
+            f"{LABELS[key]} {c['per_request']:,} ({c['requests']:,} requests after "
+            f"{c['warmup']:,}, {c['connections']} connections)"
+            for key, c in counted.items()
+        )
+        lines.append(f"| instructions per request (callgrind) | {described} |")
     versions = ", ".join(f"{k} {v}" for k, v in f["versions"].items() if k != "python")
     lines.append(f"| versions | {versions} |")
     if results["notes"]:

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import http.client
 import json
 import os
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import instructions, report
 from bench.database import Database
 from bench.load import LoadResult, ensure_wrk, run_wrk
 from bench.project import (
@@ -83,6 +84,7 @@ class Options:
     keep: bool
     copy_to_green: bool
     ref: str | None
+    count_instructions: bool
 
     @classmethod
     def parse(cls, argv: list[str] | None = None) -> Options:
@@ -108,6 +110,11 @@ class Options:
         parser.add_argument(
             "--no-copy-to-green", action="store_true", help="skip the copy-to-green timing"
         )
+        parser.add_argument(
+            "--no-instructions",
+            action="store_true",
+            help="skip the instruction counts (valgrind's callgrind, a few minutes)",
+        )
         args = parser.parse_args(argv)
         smoke = bool(args.smoke)
         return cls(
@@ -122,6 +129,7 @@ class Options:
             keep=bool(args.keep),
             copy_to_green=not (smoke or args.no_copy_to_green),
             ref=args.ref,
+            count_instructions=not args.no_instructions,
         )
 
 
@@ -172,9 +180,20 @@ class Bench:
 
     def start_keel(self, port: int, *, log: str = "keel", **extra: str) -> Process:
         """Start the Dockerfile's CMD on the service CPU; its output goes to a ``log`` file."""
+        return self.start_keel_wrapped(port, None, log=log, **extra)
+
+    def start_keel_wrapped(
+        self,
+        port: int,
+        wrap: Callable[[list[str]], list[str]] | None,
+        *,
+        log: str = "keel",
+        **extra: str,
+    ) -> Process:
+        """Start the Dockerfile's CMD behind ``wrap`` (valgrind, for instruction counts)."""
         assert self.runtime is not None
         return Process(
-            self.runtime.argv,
+            wrap(self.runtime.argv) if wrap else self.runtime.argv,
             env=self.keel_env(port, **extra),
             cwd=self.runtime.workdir,
             log=self.log_path(log),
@@ -191,10 +210,17 @@ class Bench:
         finally:
             keel.stop()
 
-    def start_baseline(self, kind: str, port: int, read: dict[str, str] | None = None) -> Process:
+    def start_baseline(
+        self,
+        kind: str,
+        port: int,
+        read: dict[str, str] | None = None,
+        wrap: Callable[[list[str]], list[str]] | None = None,
+    ) -> Process:
         """Start one of the harness's own baselines with the runtime venv's Python.
 
-        ``read`` replaces the read the database variants serve (default: the run's read).
+        ``read`` replaces the read the database variants serve (default: the run's read);
+        ``wrap`` puts a command in front (valgrind, for instruction counts).
         """
         assert self.runtime is not None and self.db is not None and self.read is not None
         argv = [str(self.runtime.python), str(self.work / "baseline.py"), kind, f"--port={port}"]
@@ -206,7 +232,11 @@ class Bench:
                 f"--max-overflow={self.figures['pool']['overflow']}",
             ]
         return Process(
-            argv, env=clean_env(), cwd=self.work, log=self.log_path(kind), cpu=SERVICE_CPU
+            wrap(argv) if wrap else argv,
+            env=clean_env(),
+            cwd=self.work,
+            log=self.log_path(kind),
+            cpu=SERVICE_CPU,
         )
 
     def load(self, key: str, process: Process, port: int, path: str) -> LoadResult:
@@ -513,6 +543,74 @@ def step_stack_rss(bench: Bench) -> None:
         process.stop()
 
 
+# Instruction counts: (connections, warm-up requests, counted requests) per path. /livez uses more
+# connections so that, as under wrk, several requests share an event-loop pass; the DB read
+# uses fewer than the pool holds, so no request waits for a connection.
+COUNT_LIVEZ, COUNT_READ = (16, 1_600, 2_992), (4, 1_600, 2_000)
+SMOKE_COUNT_LIVEZ, SMOKE_COUNT_READ = (16, 64, 64), (4, 64, 64)
+# Under valgrind the service starts about fifty times slower than on its own.
+VALGRIND_START_BUDGET_S = 600.0
+
+
+def step_instructions(bench: Bench) -> None:
+    """Count instructions per request for keel, (a) and (b) under callgrind.
+
+    keel serves both paths from one process; (a) and (b) one each. Each count follows its
+    own warm-up. Skipped, with a note, when valgrind is not installed.
+    """
+    assert bench.read is not None
+    missing = instructions.missing_tools()
+    if missing:
+        bench.notes.append(
+            f"instructions not counted: {', '.join(missing)} not found (Debian package valgrind)"
+        )
+        return
+    livez, read = (
+        (SMOKE_COUNT_LIVEZ, SMOKE_COUNT_READ) if bench.options.smoke else (COUNT_LIVEZ, COUNT_READ)
+    )
+    dumps = bench.work / "callgrind"
+    dumps.mkdir(exist_ok=True)
+    counted: dict[str, instructions.Count] = {}
+    plans: list[tuple[str, Callable[..., Process], list[tuple[str, str, tuple[int, int, int]]]]] = [
+        (
+            "keel",
+            lambda port, wrap: bench.start_keel_wrapped(port, wrap, log="keel-callgrind"),
+            [("keel/livez", "/livez", livez), ("keel/read", bench.read.keel_path, read)],
+        ),
+        (
+            "bare",
+            functools.partial(bench.start_baseline, "bare"),
+            [("bare/livez", "/livez", livez)],
+        ),
+        (
+            "pool",
+            functools.partial(bench.start_baseline, "pool"),
+            [("pool/read", bench.read.keel_path, read)],
+        ),
+    ]
+    for name, start, paths in plans:
+        prefix = dumps / name
+        port = free_port()
+        process = start(port, wrap=lambda argv, p=prefix: instructions.callgrind_argv(argv, p))
+        try:
+            process.wait_ok(port, paths[0][1], budget=VALGRIND_START_BUDGET_S)
+            for key, path, (connections, warmup, requests) in paths:
+                log(f"instructions: {key}")
+                counted[key] = instructions.count(
+                    process.pid,
+                    prefix,
+                    port,
+                    path,
+                    connections=connections,
+                    warmup=warmup,
+                    requests=requests,
+                    cpu=LOAD_CPU,
+                )
+        finally:
+            process.stop(timeout=VALGRIND_START_BUDGET_S)
+    bench.figures["instructions"] = {key: count.to_json() for key, count in counted.items()}
+
+
 def step_sigterm(bench: Bench) -> None:
     """SIGTERM under load on the read endpoint: seconds to exit, exit code, failed requests."""
     assert bench.read is not None
@@ -667,6 +765,8 @@ def main(argv: list[str] | None = None) -> int:
         ("the stack's own RSS", step_stack_rss),
         ("SIGTERM under load", step_sigterm),
     ]
+    if options.count_instructions:
+        steps.append(("instructions per request (callgrind)", step_instructions))
     if options.copy_to_green:
         steps.append(("copy-to-green", step_copy_to_green))
     try:

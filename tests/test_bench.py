@@ -53,6 +53,7 @@ def test_smoke_run_produces_sane_results(tmp_path: Path) -> None:
     check_every_variant(tmp_path)
     check_process_figures(tmp_path)
     check_table_chart_and_machine(tmp_path)
+    check_instruction_counts(tmp_path)
 
 
 def check_every_variant(smoke: Path) -> None:
@@ -127,3 +128,25 @@ def check_table_chart_and_machine(smoke: Path) -> None:
     assert "RSS after load of the stack alone" in table
     assert chart.startswith(PNG_MAGIC)
     assert len(chart) > 10_000
+
+
+def check_instruction_counts(smoke: Path) -> None:
+    """callgrind counted every variant's requests, and the target notes carry the ratios."""
+    data = results(smoke)
+    assert "instructions" in data["figures"], data["notes"]  # valgrind missing, say
+    counted = data["figures"]["instructions"]
+    table = (smoke / "results.md").read_text()
+
+    assert set(counted) == {"keel/livez", "bare/livez", "keel/read", "pool/read"}
+    for key, count in counted.items():
+        assert count["requests"] > 0, key
+        assert count["requests"] % count["connections"] == 0, key
+        # A request through FastAPI and uvicorn takes hundreds of thousands of instructions;
+        # a count of the idle process or of the whole run would be far outside this range.
+        assert 100_000 < count["per_request"] < 20_000_000, key
+        assert count["per_request"] == round(count["instructions"] / count["requests"]), key
+    # The database read does strictly more than /livez in the same process.
+    assert counted["keel/read"]["per_request"] > counted["keel/livez"]["per_request"]
+    ratio = counted["bare/livez"]["per_request"] / counted["keel/livez"]["per_request"]
+    assert f"by instructions per request: {ratio:.3f}x" in table
+    assert "| instructions per request (callgrind) |" in table
