@@ -132,15 +132,14 @@ def _control(pid: int, *args: str) -> None:
 
 def _last_totals(prefix: Path, pid: int) -> int:
     """Return the ``totals:`` of the newest numbered dump of process ``pid``."""
-    dumps = sorted(
-        prefix.parent.glob(f"{prefix.name}.{pid}.*"),
-        key=lambda p: int(p.suffix.lstrip(".")) if p.suffix.lstrip(".").isdigit() else -1,
-    )
+    # `callgrind_control -d` numbers its dumps <prefix>.<pid>.1, .2, ...
+    dumps = list(prefix.parent.glob(f"{prefix.name}.{pid}.[0-9]*"))
     if not dumps:
         raise RuntimeError(f"callgrind wrote no dump for pid {pid} next to {prefix}")
-    totals = [line for line in dumps[-1].read_text().splitlines() if line.startswith("totals:")]
+    newest = max(dumps, key=lambda dump: int(dump.suffix[1:]))
+    totals = [line for line in newest.read_text().splitlines() if line.startswith("totals:")]
     if not totals:
-        raise RuntimeError(f"no totals line in {dumps[-1]}")
+        raise RuntimeError(f"no totals line in {newest}")
     return int(totals[-1].split()[1])
 
 

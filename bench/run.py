@@ -591,7 +591,7 @@ def step_instructions(bench: Bench) -> None:
     for name, start, paths in plans:
         prefix = dumps / name
         port = free_port()
-        process = start(port, wrap=lambda argv, p=prefix: instructions.callgrind_argv(argv, p))
+        process = start(port, wrap=functools.partial(instructions.callgrind_argv, out=prefix))
         try:
             process.wait_ok(port, paths[0][1], budget=VALGRIND_START_BUDGET_S)
             for key, path, (connections, warmup, requests) in paths:
