@@ -13,6 +13,7 @@ import re
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -261,6 +262,58 @@ def test_builder_strips_the_venvs_extension_modules(rendered: Rendered) -> None:
 
     assert any("strip --strip-unneeded" in script for script in contract.finish), contract.finish
     assert all(contract.build_venv in script for script in contract.finish), contract.finish
+
+
+def test_builder_slims_the_libraries_bytecode(rendered: Rendered) -> None:
+    """The builder runs scripts/slim_bytecode.py on the venv, with the venv's own interpreter."""
+    stages = stages_of(rendered)
+    contract = runtime_contract(stages)
+
+    assert f"{contract.build_venv}/bin/python scripts/slim_bytecode.py" in contract.finish
+    assert any("scripts/slim_bytecode.py" in copy_sources(i) for i in stages[0].of("COPY"))
+    assert not is_ignored(
+        read_dockerignore(rendered.path / ".dockerignore"), "scripts/slim_bytecode.py"
+    )
+
+
+# In the runtime venv: the OpenAPI document and who kept its docstrings.
+DOCSTRING_PROBE = """
+import json, fastapi, pydantic, sqlalchemy, structlog, app.main
+from app.core.config import Settings
+print(json.dumps({
+    "openapi": app.main.create_app(Settings()).openapi(),
+    "libraries": [
+        o.__doc__ for o in (fastapi.FastAPI, pydantic.BaseModel, sqlalchemy.select, structlog.get_logger)
+    ],
+    "service": app.main.create_app.__doc__,
+}))
+"""
+
+
+@pytest.mark.slow
+def test_runtime_venv_libraries_carry_no_docstrings_and_the_openapi_is_unchanged(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """Slimmed library bytecode leaves the service's own docstrings, and so its OpenAPI, whole.
+
+    The comparison run compiles every module afresh from its source (PYTHONPYCACHEPREFIX points
+    at an empty directory), which is what the venv held before the builder slimmed it.
+    """
+    python = str(runtime.root / "venv" / "bin" / "python")
+
+    def probe(**extra: str) -> dict[str, Any]:
+        env = {**runtime.env, **extra}
+        completed = run_checked([python, "-c", DOCSTRING_PROBE], cwd=runtime.workdir, env=env)
+        result: dict[str, Any] = json.loads(completed.stdout)
+        return result
+
+    slimmed = probe()
+    from_source = probe(PYTHONPYCACHEPREFIX=str(tmp_path / "fresh-bytecode"))
+
+    assert slimmed["libraries"] == [None, None, None, None]
+    assert None not in from_source["libraries"]
+    assert slimmed["service"] == from_source["service"] is not None
+    assert slimmed["openapi"] == from_source["openapi"]
 
 
 DEV_TOOLS = ("pytest", "mypy", "ruff", "hadolint", "zizmor", "uv", "uvx")
