@@ -1,13 +1,16 @@
 """The uvicorn server with graceful drain: SIGTERM first fails readiness, then stops."""
 
+import asyncio
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from types import FrameType
 
 import structlog
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from app.core.config import Settings
 from app.core.lifecycle import Lifecycle
@@ -84,6 +87,92 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+class _HeadJoinsBody:
+    """The transport as one response sees it: its head waits for its first body bytes.
+
+    uvicorn writes a response's status line and headers as soon as the app sends
+    ``http.response.start`` and its body when the app sends the body: two ``send``
+    system calls and, with ``TCP_NODELAY``, two packets for every small response, where
+    one would do. The ASGI specification lets a server hold the head until the first
+    body event, and this does so for responses whose length is declared
+    (``Content-Length``), which Starlette sends right after their head: the head is kept
+    and goes out in one ``writelines`` with the body's first bytes.
+
+    Nothing else is held. A streamed (chunked) response and the answer to ``HEAD``
+    are written as uvicorn writes them, so a client waiting on a stream gets its head
+    at once; ``100 Continue`` comes before the response starts and passes straight on.
+    ``close`` writes a held head first, as uvicorn would have. A cycle calls nothing on
+    its transport but ``write``, ``close`` and ``is_closing``; ``writelines`` is here in
+    case a later uvicorn calls it, and ``tests/process/test_wire.py`` fails if one calls
+    anything else.
+    """
+
+    __slots__ = ("_cycle", "_head", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
+        self._transport = transport
+        self._cycle: RequestResponseCycle | None = cycle  # until its head is written
+        self._head: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        """Write ``data``, after the held head; hold the head of a sized response."""
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.writelines((head, data))
+            return
+        cycle = self._cycle
+        if cycle is not None and cycle.response_started:
+            # uvicorn sets response_started, then writes the head: this is the head. Letting
+            # go of the cycle here also breaks the reference cycle between it and this
+            # writer, so both are freed when the request ends, not by the garbage collector.
+            self._cycle = None
+            if cycle.chunked_encoding is False and cycle.scope["method"] != "HEAD":
+                self._head = data
+                return
+        self._transport.write(data)
+
+    def writelines(self, chunks: Iterable[bytes]) -> None:
+        """Write ``chunks`` after the held head (uvicorn itself calls only ``write``)."""
+        self.flush()
+        self._transport.writelines(chunks)
+
+    def flush(self) -> None:
+        """Write the held head, if any."""
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.write(head)
+
+    def is_closing(self) -> bool:
+        """Tell whether the connection is closing or closed."""
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        """Write the held head, then close the connection."""
+        self.flush()
+        self._transport.close()
+
+
+class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, writing each sized response with one system call.
+
+    Every request's cycle writes through `_HeadJoinsBody`. Measured by ``bench/`` on
+    ``/livez``: two ``write`` calls per response become one, about 4 µs less kernel
+    time per request, and one TCP segment instead of two on the wire.
+    """
+
+    def on_headers_complete(self) -> None:
+        """Parse the request head as uvicorn does; give its new cycle the joining writer."""
+        super().on_headers_complete()
+        # None until the first cycle, which an upgrade request (WebSocket) does not make.
+        cycle: RequestResponseCycle | None = self.cycle
+        # An upgrade request makes no new cycle either: the last one keeps its writer.
+        if cycle is not None and cycle.transport is self.transport:
+            # A cycle calls only write, close and is_closing on its transport.
+            cycle.transport = _HeadJoinsBody(self.transport, cycle)  # type: ignore[assignment]
+
+
 def _lifecycle_of(app: FastAPI) -> Lifecycle:
     lifecycle = getattr(app.state, "lifecycle", None)
     if not isinstance(lifecycle, Lifecycle):
@@ -106,7 +195,7 @@ def create_server(app: FastAPI, settings: Settings) -> DrainingServer:
         host=settings.host,
         port=settings.port,
         loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,
         lifespan="on",
         # Logging is configured by app.core.log; RequestContextMiddleware logs access.
         log_config=None,
