@@ -158,6 +158,10 @@ def wait_until_ready(base_url: str, timeout: float = 10.0) -> None:
     raise AssertionError("service never became ready")
 
 
+# The service plus test-only routes (``/slow``, ``/slow-stream``, ``/echo``, ``/big``).
+SLOW_SERVER = [sys.executable, str(Path(__file__).parent / "process" / "slow_server.py")]
+
+
 def python_module_argv(module: str) -> list[str]:
     """Return the argv that runs ``module`` with this interpreter, as ``python -m``."""
     return [sys.executable, "-m", module]

@@ -4,7 +4,6 @@ import asyncio
 import signal
 import sys
 import time
-from collections.abc import Iterable
 from types import FrameType
 
 import structlog
@@ -102,9 +101,8 @@ class _HeadJoinsBody:
     are written as uvicorn writes them, so a client waiting on a stream gets its head
     at once; ``100 Continue`` comes before the response starts and passes straight on.
     ``close`` writes a held head first, as uvicorn would have. A cycle calls nothing on
-    its transport but ``write``, ``close`` and ``is_closing``; ``writelines`` is here in
-    case a later uvicorn calls it, and ``tests/process/test_wire.py`` fails if one calls
-    anything else.
+    its transport but ``write``, ``close`` and ``is_closing``; should a later uvicorn call
+    anything else, ``tests/process/test_wire.py`` fails.
     """
 
     __slots__ = ("_cycle", "_head", "_transport")
@@ -131,11 +129,6 @@ class _HeadJoinsBody:
                 self._head = data
                 return
         self._transport.write(data)
-
-    def writelines(self, chunks: Iterable[bytes]) -> None:
-        """Write ``chunks`` after the held head (uvicorn itself calls only ``write``)."""
-        self.flush()
-        self._transport.writelines(chunks)
 
     def flush(self) -> None:
         """Write the held head, if any."""
@@ -165,11 +158,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         """Parse the request head as uvicorn does; give its new cycle the joining writer."""
         super().on_headers_complete()
-        # None until the first cycle, which an upgrade request (WebSocket) does not make.
+        # An upgrade request (WebSocket) makes no cycle: there may be none yet, or the
+        # previous one, which already has its writer.
         cycle: RequestResponseCycle | None = self.cycle
-        # An upgrade request makes no new cycle either: the last one keeps its writer.
         if cycle is not None and cycle.transport is self.transport:
-            # A cycle calls only write, close and is_closing on its transport.
             cycle.transport = _HeadJoinsBody(self.transport, cycle)  # type: ignore[assignment]
 
 

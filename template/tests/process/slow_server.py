@@ -49,7 +49,7 @@ async def big(size: int) -> Response:
 
 
 def main() -> None:
-    """Start the service with the extra route."""
+    """Start the service with the test-only routes."""
     settings = load_settings_or_exit()
     configure_logging(settings)
     app = create_app(settings)

@@ -1,5 +1,4 @@
 import signal
-import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -7,11 +6,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import ServerProcess, json_lines, process_env, running_server, wait_until_ready
+from tests.helpers import (
+    SLOW_SERVER,
+    ServerProcess,
+    json_lines,
+    process_env,
+    running_server,
+    wait_until_ready,
+)
 
 pytestmark = pytest.mark.slow  # real server processes, a drain delay and timeouts
-
-SLOW_SERVER = [sys.executable, str(Path(__file__).with_name("slow_server.py"))]
 
 
 def _start_slow_requests(

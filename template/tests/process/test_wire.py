@@ -5,24 +5,31 @@ requests are answered as plain uvicorn answers them.
 """
 
 import socket
-import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from tests.helpers import ServerProcess, process_env, running_server, wait_until_ready
+from tests.helpers import (
+    SLOW_SERVER,
+    ServerProcess,
+    process_env,
+    running_server,
+    wait_until_ready,
+)
 
 pytestmark = pytest.mark.slow  # real server processes over real sockets
 
-SLOW_SERVER = [sys.executable, str(Path(__file__).with_name("slow_server.py"))]
 LIVEZ_BODY = b'{"status":"ok"}'
 
 
 def _address(server: ServerProcess) -> tuple[str, int]:
-    host, port = server.base_url.removeprefix("http://").rsplit(":", 1)
-    return host, int(port)
+    url = urlsplit(server.base_url)
+    assert url.hostname is not None
+    assert url.port is not None
+    return url.hostname, url.port
 
 
 def _request(method: str, path: str, *extra: str) -> bytes:
