@@ -5,8 +5,12 @@ import time
 
 import httpx
 import pytest
+import uvloop
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.core.config import Settings
+from app.core.db import create_engine
 from app.main import create_app
 from tests.integration.conftest import PgSettings
 from tests.integration.live import (
@@ -22,6 +26,8 @@ from tests.integration.live import (
 # measure that thread holding the GIL, not blocking calls in this test's loop, which only
 # sends requests. The service's own loop is not watched by it in any case.
 pytestmark = pytest.mark.loop_guard(threshold=None)
+
+_BACKEND = text("SELECT pg_backend_pid()")
 
 
 async def _burst(client: httpx.AsyncClient, count: int, seconds: float) -> list[httpx.Response]:
@@ -49,6 +55,70 @@ async def test_fifty_concurrent_requests_stay_within_pool_limit(
     assert 0 < max(samples) <= limit, samples
     # Reported in JUnit XML (junit_family=xunit1) and by `pytest -rA` reruns; never asserted on.
     request.node.user_properties += [("peak_connections", max(samples)), ("limit", limit)]
+
+
+def _backends_under_steady_load(settings: Settings, *, concurrency: int, requests: int) -> set[int]:
+    """Run ``requests`` one-row queries, ``concurrency`` at a time, through the service's engine.
+
+    Returns the PostgreSQL backends that ran them: one per connection, so their number is
+    how many connections the pool opened. It runs on uvloop, the service's loop, which
+    finishes many queries in one pass; the overflow churn below needs exactly that.
+    """
+    backends: set[int] = set()
+
+    async def load() -> None:
+        engine = create_engine(settings)
+
+        async def worker() -> None:
+            for _ in range(requests // concurrency):
+                async with engine.connect() as connection:
+                    backends.add((await connection.execute(_BACKEND)).scalar_one())
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(concurrency):
+                    group.create_task(worker())
+        finally:
+            await engine.dispose()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(load())
+    return backends
+
+
+@pytest.mark.slow  # load: 3,200 queries
+def test_default_pool_never_reopens_a_connection_under_load_above_its_size(
+    pg_settings: PgSettings, request: pytest.FixtureRequest
+) -> None:
+    """Four times more concurrent queries than connections: each connection is opened once."""
+    settings = pg_settings()  # the defaults: a fixed pool, no overflow
+    size = settings.db.pool_size
+
+    backends = _backends_under_steady_load(settings, concurrency=4 * size, requests=3200)
+
+    assert settings.db.max_overflow == 0
+    assert 0 < len(backends) <= size, sorted(backends)
+    request.node.user_properties.append(("connections_opened", len(backends)))
+
+
+@pytest.mark.slow  # load: 3,200 queries
+def test_overflow_connections_are_reopened_under_the_same_load(
+    pg_settings: PgSettings, request: pytest.FixtureRequest
+) -> None:
+    """Why the default has no overflow: 5 + 5, the same peak, keeps opening connections.
+
+    SQLAlchemy's pool closes an overflow connection that comes back while ``pool_size``
+    idle ones already wait in the pool, which under steady load happens whenever several
+    queries finish in the same pass of the event loop; the next query past the pool
+    then opens a new connection (a server process, TLS negotiation and authentication).
+    """
+    settings = pg_settings(pool_size=5, max_overflow=5)
+    peak = settings.db.pool_size + settings.db.max_overflow
+
+    backends = _backends_under_steady_load(settings, concurrency=4 * peak, requests=3200)
+
+    assert len(backends) > peak, sorted(backends)
+    request.node.user_properties.append(("connections_opened", len(backends)))
 
 
 @pytest.mark.slow  # waits out a held connection and the pool timeout

@@ -46,7 +46,7 @@ def test_settings_defaults() -> None:
     assert settings.environment == "development"
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
     assert settings.db.url.get_secret_value() == "sqlite+aiosqlite:///./app.db"
-    assert (settings.db.pool_size, settings.db.max_overflow) == (5, 5)
+    assert (settings.db.pool_size, settings.db.max_overflow) == (10, 0)
     assert settings.server.max_body_bytes == 1024 * 1024
 
 

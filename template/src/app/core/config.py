@@ -138,9 +138,12 @@ class DatabaseSettings(_Group):
         default=SecretStr("sqlite+aiosqlite:///./app.db"),
         description="SQLAlchemy URL: sqlite+aiosqlite://... or postgresql+asyncpg://...",
     )
-    pool_size: int = Field(default=5, ge=1, le=1000, description="Connections kept open.")
+    pool_size: int = Field(default=10, ge=1, le=1000, description="Connections kept open.")
     max_overflow: int = Field(
-        default=5, ge=0, le=1000, description="Extra connections allowed above pool_size."
+        default=0,
+        ge=0,
+        le=1000,
+        description="Extra connections above pool_size, each closed as soon as it is returned.",
     )
     pool_timeout: float = Field(
         default=5.0, gt=0, le=300, description="Seconds to wait for a free connection."
