@@ -105,8 +105,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--db-url", default="")
     parser.add_argument("--read", default="{}", help="JSON: kind, path and (for pk) sql")
-    parser.add_argument("--pool-size", type=int, default=5)
-    parser.add_argument("--max-overflow", type=int, default=5)
+    parser.add_argument("--pool-size", type=int, default=10)
+    parser.add_argument("--max-overflow", type=int, default=0)
     args = parser.parse_args()
     if args.kind == "bare":
         app = bare_app()
