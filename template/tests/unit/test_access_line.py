@@ -133,6 +133,60 @@ async def test_lines_of_one_loop_pass_share_one_write(sink: CountingSink) -> Non
     assert sink.writes == 2
 
 
+class _Opaque:
+    def __repr__(self) -> str:
+        return "<opaque>"
+
+
+async def test_a_line_orjson_cannot_encode_loses_nothing(sink: CountingSink) -> None:
+    """A bound value orjson cannot encode is written as its repr; its pass's lines all arrive.
+
+    The lines are built when they are written, after their requests ended, so an
+    unencodable value must neither raise into the event loop nor take the lines queued
+    beside it: an object becomes its repr, and a mapping with keys that are not strings
+    (which orjson refuses outright) has every bound value written as its repr.
+    """
+    line = JsonAccessLine(sink, level=logging.INFO)
+
+    line("GET", "/before", 200, 0.001)
+    with structlog.contextvars.bound_contextvars(thing=_Opaque()):
+        line("GET", "/object", 200, 0.001)
+    with structlog.contextvars.bound_contextvars(counts={1: "one"}):
+        line("GET", "/int-keys", 200, 0.001)
+    line("GET", "/after", 200, 0.001)
+    await asyncio.sleep(0)
+
+    lines = sink.lines()
+    assert [entry["path"] for entry in lines] == ["/before", "/object", "/int-keys", "/after"]
+    assert lines[1]["thing"] == "<opaque>"
+    assert lines[2]["counts"] == "{1: 'one'}"
+    assert lines[2]["request_id"] == "'r-1'"  # every bound value, as its repr
+    assert lines[2]["api_token"] == repr(REDACTED)  # still redacted first
+    assert sink.writes == 1
+
+
+async def test_a_line_holds_the_context_of_its_request(sink: CountingSink) -> None:
+    """Built after its request ended, a line still shows what that request had bound."""
+    line = JsonAccessLine(sink, level=logging.INFO)
+
+    async def request(request_id: str) -> None:
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        await asyncio.sleep(0)
+        line("GET", f"/{request_id}", 200, 0.001)
+
+    async with asyncio.TaskGroup() as group:
+        for request_id in ("a", "b", "c"):
+            group.create_task(request(request_id))
+    structlog.contextvars.bind_contextvars(request_id="rebound-later")
+    await asyncio.sleep(0)
+
+    assert [(entry["path"], entry["request_id"]) for entry in sink.lines()] == [
+        ("/a", "a"),
+        ("/b", "b"),
+        ("/c", "c"),
+    ]
+
+
 def test_without_an_event_loop_lines_are_written_at_once(sink: CountingSink) -> None:
     """Code outside any event loop (a thread, a script) gets its line written immediately."""
     line = JsonAccessLine(sink, level=logging.INFO)
