@@ -165,6 +165,29 @@ async def test_a_line_orjson_cannot_encode_loses_nothing(sink: CountingSink) -> 
     assert sink.writes == 1
 
 
+class _Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+async def test_a_bound_value_that_cannot_even_be_printed_keeps_the_line(
+    sink: CountingSink,
+) -> None:
+    """When a value's repr raises too, the line keeps its own fields and says why."""
+    line = JsonAccessLine(sink, level=logging.INFO)
+
+    with structlog.contextvars.bound_contextvars(thing=_Unprintable()):
+        line("GET", "/unprintable", 503, 0.001)
+    line("GET", "/after", 200, 0.001)
+    await asyncio.sleep(0)
+
+    first, after = sink.lines()
+    assert (first["path"], first["status"], first["level"]) == ("/unprintable", 503, "error")
+    assert first["log_error"] == "the bound context could not be rendered"
+    assert "thing" not in first
+    assert after["path"] == "/after"
+
+
 async def test_a_line_holds_the_context_of_its_request(sink: CountingSink) -> None:
     """Built after its request ended, a line still shows what that request had bound."""
     line = JsonAccessLine(sink, level=logging.INFO)

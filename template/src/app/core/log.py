@@ -195,12 +195,19 @@ def _unencodable(value: object) -> str:
     return repr(value)
 
 
+_UNRENDERABLE: Final = {"log_error": "the bound context could not be rendered"}
+
+
 def _render(entry: _Entry) -> bytes:
     try:
         return _render_with(entry, bound_context(entry[0]))
     except TypeError:  # orjson.JSONEncodeError: e.g. a bound dict with keys other than str
+        pass
+    try:
         as_text = {str(key): repr(value) for key, value in bound_context(entry[0]).items()}
         return _render_with(entry, as_text)
+    except Exception:  # noqa: BLE001 -- a bound value whose repr raises: keep the line's own fields
+        return _render_with(entry, dict(_UNRENDERABLE))
 
 
 def _render_with(entry: _Entry, bound: dict[str, Any]) -> bytes:
