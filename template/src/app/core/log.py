@@ -189,28 +189,21 @@ def bound_context(context: contextvars.Context | None = None) -> dict[str, Any]:
 _Entry = tuple[contextvars.Context, datetime.datetime, str, str, int, float]
 
 
-def _unencodable(value: object) -> str:
-    # A bound value orjson cannot encode is written as its repr, as structlog's JSONRenderer
-    # does, rather than losing the line (and the lines written with it).
-    return repr(value)
-
-
 _UNRENDERABLE: Final = {"log_error": "the bound context could not be rendered"}
 
 
 def _render(entry: _Entry) -> bytes:
     try:
-        return _render_with(entry, bound_context(entry[0]))
-    except TypeError:  # orjson.JSONEncodeError: e.g. a bound dict with keys other than str
-        pass
-    try:
-        as_text = {str(key): repr(value) for key, value in bound_context(entry[0]).items()}
-        return _render_with(entry, as_text)
+        bound = bound_context(entry[0])
+        try:
+            return _render_with(entry, bound)
+        except TypeError:  # orjson.JSONEncodeError: e.g. a bound dict with keys other than str
+            return _render_with(entry, {str(key): repr(value) for key, value in bound.items()})
     except Exception:  # noqa: BLE001 -- a bound value whose repr raises: keep the line's own fields
-        return _render_with(entry, dict(_UNRENDERABLE))
+        return _render_with(entry, _UNRENDERABLE)
 
 
-def _render_with(entry: _Entry, bound: dict[str, Any]) -> bytes:
+def _render_with(entry: _Entry, bound: Mapping[str, Any]) -> bytes:
     _context, now, method, path, status, seconds = entry
     failed = status >= _5XX
     return orjson.dumps(
@@ -219,7 +212,7 @@ def _render_with(entry: _Entry, bound: dict[str, Any]) -> bytes:
             "method": method,
             "path": path,
             "status": status,
-            "duration_ms": int(seconds * 1_000_000) / 1000,  # as _milliseconds()
+            "duration_ms": _milliseconds(seconds),
             "event": ACCESS_EVENT,
             "level": "error" if failed else "info",
             # orjson writes the datetime itself (OPT_UTC_Z: "...Z"), cheaper than any
@@ -227,7 +220,9 @@ def _render_with(entry: _Entry, bound: dict[str, Any]) -> bytes:
             # million gets the string every other line has.
             "timestamp": now if now.microsecond else now.strftime(_WHOLE_SECOND),
         },
-        default=_unencodable,
+        # A value orjson cannot encode becomes its repr, as structlog's JSONRenderer does,
+        # rather than losing the line (and the lines written with it).
+        default=repr,
         option=orjson.OPT_UTC_Z,
     )
 
