@@ -12,6 +12,8 @@ LABELS = {
     "bare/livez": "(a) bare FastAPI + uvicorn GET /livez",
     "keel/read": "keel DB read",
     "keel-ping/read": "keel DB read, pre-ping on every checkout",
+    "keel-quiet/read": "keel DB read, access line off",
+    "keel-unguarded/read": "keel DB read, access line, idle pre-ping and statement timeout off",
     "pool/read": "(b) SQLAlchemy + asyncpg pool, no pre-ping",
     "naive/read": "(c) connection per request",
 }
@@ -269,6 +271,18 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| keel DB read ÷ the same with a ping on every checkout | {pinging:.2f}x "
             f"({_cpu_note(results['medians'], 'keel/read', 'keel-ping/read')}) |"
+        )
+    ablated = [
+        f"{LABELS[key].removeprefix('keel DB read, ')}: {ratio:.2f}x "
+        f"({_cpu_note(results['medians'], key, 'pool/read')})"
+        for key in ("keel-quiet/read", "keel-unguarded/read")
+        if (ratio := _ratio(results["medians"], key, "pool/read")) is not None
+    ]
+    if ablated:
+        lines.append(
+            "| keel DB read with features switched off ÷ (b), the same run | "
+            + "; ".join(ablated)
+            + " |"
         )
     for name, data in sig.items():
         load = data["load"]

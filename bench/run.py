@@ -480,6 +480,18 @@ def step_cold_start(bench: Bench) -> None:
     bench.figures["rss_idle_mb"] = {"median": median(idle, 1), "runs": rounded(idle, 1)}
 
 
+# keel's read again with features switched off, each in every round: what the ratio to (b)
+# would be without them, measured in the same run rather than argued.
+ABLATIONS: dict[str, dict[str, str]] = {
+    "keel-quiet/read": {"APP_LOG__ACCESS": "false"},
+    "keel-unguarded/read": {
+        "APP_LOG__ACCESS": "false",
+        "APP_DB__POOL_PRE_PING": "false",
+        "APP_DB__STATEMENT_TIMEOUT": "0",
+    },
+}
+
+
 def step_rounds(bench: Bench) -> None:
     """Interleave keel and the baselines, one fresh process each, ``rounds`` times."""
     assert bench.read is not None
@@ -505,6 +517,14 @@ def step_rounds(bench: Bench) -> None:
                 bench.load("keel-ping/read", pinging, port, read.keel_path)
             finally:
                 pinging.stop()
+        for key, switched_off in ABLATIONS.items():
+            port = free_port()
+            ablated = bench.start_keel(port, log=key.partition("/")[0], **switched_off)
+            try:
+                ablated.wait_ok(port, "/livez")
+                bench.load(key, ablated, port, read.keel_path)
+            finally:
+                ablated.stop()
         for kind, key, path in (
             ("bare", "bare/livez", "/livez"),
             ("pool", "pool/read", read.keel_path),

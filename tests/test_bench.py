@@ -16,9 +16,18 @@ from typing import Any
 
 import pytest
 
+from bench.run import ABLATIONS
 from tests.helpers import ROOT
 
-VARIANTS = ("keel/livez", "bare/livez", "keel/read", "pool/read", "naive/read")
+VARIANTS = (
+    "keel/livez",
+    "bare/livez",
+    "keel/read",
+    "keel-quiet/read",
+    "keel-unguarded/read",
+    "pool/read",
+    "naive/read",
+)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -54,6 +63,7 @@ def test_smoke_run_produces_sane_results(tmp_path: Path) -> None:
     check_process_figures(tmp_path)
     check_table_chart_and_machine(tmp_path)
     check_instruction_counts(tmp_path)
+    check_ablations(tmp_path)
 
 
 def check_every_variant(smoke: Path) -> None:
@@ -150,3 +160,33 @@ def check_instruction_counts(smoke: Path) -> None:
     ratio = counted["bare/livez"]["per_request"] / counted["keel/livez"]["per_request"]
     assert f"by instructions per request: {ratio:.3f}x" in table
     assert "| instructions per request (callgrind) |" in table
+
+
+def check_ablations(smoke: Path) -> None:
+    """The variants with features off really ran without them, and the table compares them."""
+    raw = smoke / "raw"
+    keel_logs = sorted(raw.glob("*-keel.log"))
+    quiet_logs = sorted(raw.glob("*-keel-quiet.log")) + sorted(raw.glob("*-keel-unguarded.log"))
+    assert keel_logs
+    assert len(quiet_logs) == 2 * results(smoke)["options"]["rounds"]
+    assert all("request.completed" in log.read_text() for log in keel_logs)
+    # Served the whole load, yet wrote no access line: the switch took effect.
+    assert not any("request.completed" in log.read_text() for log in quiet_logs)
+    table = (smoke / "results.md").read_text()
+    assert "| keel DB read with features switched off ÷ (b), the same run | access line off: " in (
+        table
+    )
+    assert "; access line, idle pre-ping and statement timeout off: " in table
+
+
+def test_ablations_name_real_settings() -> None:
+    """Each variable an ablation sets is a setting the template documents (no silent typo)."""
+    documented = {
+        line.partition("=")[0]
+        for line in (ROOT / "template" / ".env.example").read_text().splitlines()
+        if line.startswith("APP_")
+    }
+    switched = {name for settings in ABLATIONS.values() for name in settings}
+
+    assert switched
+    assert switched <= documented
