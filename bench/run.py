@@ -497,6 +497,12 @@ def step_rounds(bench: Bench) -> None:
     assert bench.read is not None
     read = bench.read
     rss: dict[str, list[float]] = {"keel": [], "bare": [], "pool": [], "naive": []}
+    # keel's read with other settings, each in a process of its own after keel's.
+    keel_reads: dict[str, dict[str, str]] = {}
+    if bench.figures["pool"]["pre_ping_idle_s"] > 0:
+        # The same service pinging on every checkout, as SQLAlchemy's pool_pre_ping does.
+        keel_reads["keel-ping/read"] = {"APP_DB__PRE_PING_IDLE": "0"}
+    keel_reads.update(ABLATIONS)
     for number in range(1, bench.options.rounds + 1):
         log(f"round {number}/{bench.options.rounds}")
         port = free_port()
@@ -508,23 +514,14 @@ def step_rounds(bench: Bench) -> None:
             rss["keel"].append(rss_mb(with_keel.pid))
         finally:
             with_keel.stop()
-        if bench.figures["pool"]["pre_ping_idle_s"] > 0:
-            # The same service pinging on every checkout, as SQLAlchemy's pool_pre_ping does.
+        for key, settings in keel_reads.items():
             port = free_port()
-            pinging = bench.start_keel(port, APP_DB__PRE_PING_IDLE="0")
+            variant = bench.start_keel(port, log=key.partition("/")[0], **settings)
             try:
-                pinging.wait_ok(port, "/livez")
-                bench.load("keel-ping/read", pinging, port, read.keel_path)
+                variant.wait_ok(port, "/livez")
+                bench.load(key, variant, port, read.keel_path)
             finally:
-                pinging.stop()
-        for key, switched_off in ABLATIONS.items():
-            port = free_port()
-            ablated = bench.start_keel(port, log=key.partition("/")[0], **switched_off)
-            try:
-                ablated.wait_ok(port, "/livez")
-                bench.load(key, ablated, port, read.keel_path)
-            finally:
-                ablated.stop()
+                variant.stop()
         for kind, key, path in (
             ("bare", "bare/livez", "/livez"),
             ("pool", "pool/read", read.keel_path),
