@@ -1,4 +1,6 @@
 import asyncio
+import json
+import os
 import re
 import subprocess
 import sys
@@ -7,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.plugins import loop_guard
 from tests.plugins.loop_guard import guard
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -82,3 +85,104 @@ def test_loop_guard_plugin_fails_only_the_blocking_test(tmp_path: Path) -> None:
     assert "1 failed, 1 passed" in result.stdout
     assert "FAILED test_sample.py::test_blocks" in result.stdout
     assert "event loop blocked" in result.stdout
+
+
+@pytest.mark.loop_guard(threshold=None)
+async def test_loop_guard_without_scheduler_statistics_counts_the_whole_delay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the kernel's per-thread figures cannot be read, the plain lateness decides."""
+    monkeypatch.setattr(loop_guard, "SCHEDSTAT", "/nonexistent/schedstat")
+
+    with pytest.raises(pytest.fail.Exception, match="event loop blocked") as failure:
+        await guard(blocking, 0.1)()
+
+    assert "waiting for a CPU" not in str(failure.value)
+
+
+# Run in a child process: it pins itself to one CPU and lowers its own priority, and neither
+# may leak into the test run. Two competitor processes, started first at normal priority, keep
+# that CPU busy for COMPETE seconds. A nice-19 thread that stays ready to run weighs 15 against
+# their 1,024 each, so the scheduler lets it run a few milliseconds at a time, a fifth of a
+# second or more apart: the loop is ready, but without a CPU. Prints what happened as JSON.
+_STARVED_LOOP = """
+import asyncio, json, os, subprocess, sys, time
+from tests.plugins.loop_guard import LoopWatch
+
+COMPETE = 0.8
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+spin = "import time\\nend = time.monotonic() + %s\\nwhile time.monotonic() < end: pass" % COMPETE
+competitors = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2)]
+time.sleep(0.2)  # the competitors' interpreters are up and spinning
+
+async def scenario(block: bool) -> dict[str, object]:
+    watch = LoopWatch(asyncio.get_running_loop(), 0.1)
+    watch.start()
+    worst = 0.0
+    started = time.monotonic()
+    try:
+        if block:
+            time.sleep(0.3)
+        # Never more than 2 ms of work between awaits, and always ready to run: a thread that
+        # sleeps is favoured by the scheduler when it wakes.
+        while time.monotonic() - started < COMPETE - 0.2:
+            before = time.monotonic()
+            while time.monotonic() - before < 0.002:
+                pass
+            await asyncio.sleep(0)
+            worst = max(worst, time.monotonic() - before - 0.002)
+    finally:
+        watch.stop()
+    return {"worst_wall": worst, "stalls": [[s.seconds, s.cpu_wait] for s in watch.stalls]}
+
+os.setpriority(os.PRIO_PROCESS, 0, 19)  # on Linux: this thread, and threads it starts later
+result = asyncio.run(scenario(block=sys.argv[1] == "block"))
+for competitor in competitors:
+    competitor.wait()
+print(json.dumps(result))
+"""
+
+
+def _starved_loop(mode: str) -> dict[str, object]:
+    result = subprocess.run(  # noqa: S603 - fixed argument list
+        [sys.executable, "-c", _STARVED_LOOP, mode],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    outcome: dict[str, object] = json.loads(result.stdout)
+    return outcome
+
+
+_LINUX_SCHEDULER = pytest.mark.skipif(
+    not Path(loop_guard.SCHEDSTAT).exists(),
+    reason="needs Linux's per-thread scheduler statistics (/proc/thread-self/schedstat)",
+)
+
+
+@_LINUX_SCHEDULER
+@pytest.mark.slow  # starves a child process of its CPU for most of a second
+def test_loop_guard_does_not_blame_the_test_for_a_busy_machine() -> None:
+    """A loop that is ready but gets no CPU (other processes have it) is not a stall."""
+    starved = _starved_loop("yield")
+
+    # The loop really was held up past the threshold: uncorrected, this would be a stall.
+    assert isinstance(starved["worst_wall"], float)
+    assert starved["worst_wall"] > 0.1, starved
+    assert starved["stalls"] == [], starved
+
+
+@_LINUX_SCHEDULER
+@pytest.mark.slow  # starves a child process of its CPU for most of a second
+def test_loop_guard_still_catches_a_block_on_a_busy_machine() -> None:
+    """time.sleep(0.3) under the same contention is still a stall of at least 0.3 s."""
+    blocked = _starved_loop("block")
+
+    stalls = blocked["stalls"]
+    assert isinstance(stalls, list)
+    assert len(stalls) >= 1, blocked
+    assert max(seconds for seconds, _cpu_wait in stalls) >= 0.25, blocked
