@@ -1,6 +1,8 @@
 import asyncio
 import os
+import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -352,6 +354,29 @@ def test_driver_connection_closed_asks_the_driver(*, closed: bool, expected: boo
     adapted: Any = _Adapted(_Driver(closed=closed))
 
     assert driver_connection_closed(adapted) is expected
+
+
+async def test_a_sqlite_file_that_cannot_be_opened_leaves_no_worker_thread(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    """A failed open's worker thread has stopped before the error reaches the caller.
+
+    Left running, it hands its last result to the event loop later; once that loop has
+    closed, the hand-off raises in the thread: a traceback outside the JSON logs, and in a
+    test run an error pinned on whichever test runs next.
+    """
+    url = f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'app.db'}"
+    engine = create_engine(make_settings(db={"url": url}))
+    before = set(threading.enumerate())
+
+    with pytest.raises(exc.OperationalError, match="unable to open database file"):
+        async with engine.connect():
+            pass
+
+    left = [thread for thread in threading.enumerate() if thread not in before]
+    await engine.dispose()
+    assert left == []
+    assert not (tmp_path / "missing-dir").exists()
 
 
 async def test_driver_connection_closed_is_false_on_sqlite(make_settings: SettingsFactory) -> None:

@@ -1,7 +1,9 @@
 """Database access: the pooled async engine, sessions, the unit of work and the ORM base."""
 
+import asyncio
 import functools
 import os
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -89,6 +91,33 @@ async def _connect_asyncpg(*args: Any, connect_timeout: float, **kwargs: Any) ->
         raise DatabaseConnectTimeoutError(message) from error
 
 
+async def _connect_aiosqlite(*args: Any, **kwargs: Any) -> Any:
+    import aiosqlite  # noqa: PLC0415 -- only services on SQLite load the driver
+
+    connection = aiosqlite.connect(*args, **kwargs)
+    # aiosqlite runs each connection in a thread of its own; as SQLAlchemy's default
+    # creator does, make it a daemon so that it never holds up the interpreter's exit.
+    worker: threading.Thread = connection._thread
+    worker.daemon = True
+    try:
+        return await connection
+    except BaseException:
+        # A failed open (a directory that does not exist, a read-only file) leaves the
+        # worker thread one queued step, stopping, whose result it hands to this loop. Wait
+        # for it here: once the loop has closed, that hand-off raises in the thread and
+        # prints a traceback past the JSON logs (aiosqlite issue 241). Polled, not joined,
+        # so that no executor thread is started for it.
+        give_up = time.monotonic() + _WORKER_STOP_TIMEOUT
+        while worker.is_alive() and time.monotonic() < give_up:  # noqa: ASYNC110 -- a thread, no event
+            await asyncio.sleep(0.001)
+        raise
+
+
+# Seconds to wait for a failed SQLite connection's worker thread to stop; it has nothing to
+# do but return, so this bounds a stuck thread rather than a normal stop.
+_WORKER_STOP_TIMEOUT = 5.0
+
+
 def _postgres_connect_args(db: DatabaseSettings) -> dict[str, Any]:
     server_settings = {"application_name": application_name()}
     # The client-side limit backs up the server-side one (a stalled network never answers);
@@ -142,7 +171,11 @@ def create_engine(settings: Settings) -> AsyncEngine:
     """
     db = settings.db
     url = make_url(db.url.get_secret_value())
-    connect_args = _postgres_connect_args(db) if url.get_backend_name() == "postgresql" else {}
+    connect_args: dict[str, Any] = {}
+    if url.get_backend_name() == "postgresql":
+        connect_args = _postgres_connect_args(db)
+    elif url.get_driver_name() == "aiosqlite":
+        connect_args = {"async_creator_fn": _connect_aiosqlite}
     engine = _create_async_engine(
         url,
         connect_args=connect_args,
