@@ -13,8 +13,10 @@ A loop can also run late because its thread was ready but got no CPU: other proc
 both cores (a parallel test run, a shared CI machine). That is not the test's fault, so on
 Linux the time the loop's thread spent waiting for a CPU (the second figure of
 ``/proc/thread-self/schedstat``) is not counted. Time the thread spent in ``time.sleep``, a
-blocking system call or waiting for the GIL still counts. Elsewhere, or without that file,
-the plain lateness is used.
+blocking system call or waiting for the GIL still counts, except that the kernel may count
+the start of a sleep that follows a long run as waiting (a thread that ran ahead of its
+share stays queued until it has paid that back: a few milliseconds at equal priorities).
+Elsewhere, or without that file, the plain lateness is used.
 
 Settings:
     ``loop_guard_threshold`` (ini, seconds, default 0.1; 0 turns the guard off), or per test
