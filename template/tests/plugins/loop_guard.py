@@ -95,14 +95,14 @@ class LoopWatch:
             self._schedstat = os.open(SCHEDSTAT, os.O_RDONLY)
         except OSError:
             self._schedstat = None
-        self._schedule()
+        self._schedule(self._cpu_wait())
         self._watchdog.start()
 
     def stop(self) -> None:
         """Stop watching; a stall still in progress (no await since) is recorded too."""
         if self._handle is not None:
             self._handle.cancel()
-        self._check(time.monotonic())
+        self._check(time.monotonic(), self._cpu_wait())
         self._stopping.set()
         self._watchdog.join()
         if self._schedstat is not None:
@@ -119,19 +119,21 @@ class LoopWatch:
         except (OSError, IndexError, ValueError):
             return 0.0
 
-    def _schedule(self) -> None:
+    def _schedule(self, cpu_wait: float) -> None:
         self._due = time.monotonic() + INTERVAL
-        self._waited_by_schedule = self._cpu_wait()
+        self._waited_by_schedule = cpu_wait
         self._handle = self._loop.call_later(INTERVAL, self._beat)
 
     def _beat(self) -> None:
-        self._check(time.monotonic())
-        self._schedule()
+        # One read of the counter serves as the end of this stretch and the start of the next.
+        cpu_wait = self._cpu_wait()
+        self._check(time.monotonic(), cpu_wait)
+        self._schedule(cpu_wait)
 
-    def _check(self, now: float) -> None:
+    def _check(self, now: float, cpu_wait_total: float) -> None:
         # Waiting counted from the schedule, not from the due time: up to INTERVAL more is
         # forgiven than the stall itself holds, well under any useful threshold.
-        cpu_wait = max(0.0, self._cpu_wait() - self._waited_by_schedule)
+        cpu_wait = max(0.0, cpu_wait_total - self._waited_by_schedule)
         late = now - self._due - cpu_wait
         if late > self.threshold:
             self.stalls.append(Stall(late, self._where or "(location not sampled)", cpu_wait))

@@ -91,6 +91,11 @@ async def _connect_asyncpg(*args: Any, connect_timeout: float, **kwargs: Any) ->
         raise DatabaseConnectTimeoutError(message) from error
 
 
+# Seconds to wait for a failed SQLite connection's worker thread to stop; it has nothing to
+# do but return, so this bounds a stuck thread rather than a normal stop.
+_WORKER_STOP_TIMEOUT = 5.0
+
+
 async def _connect_aiosqlite(*args: Any, **kwargs: Any) -> Any:
     import aiosqlite  # noqa: PLC0415 -- only services on SQLite load the driver
 
@@ -111,11 +116,6 @@ async def _connect_aiosqlite(*args: Any, **kwargs: Any) -> Any:
         while worker.is_alive() and time.monotonic() < give_up:  # noqa: ASYNC110 -- a thread, no event
             await asyncio.sleep(0.001)
         raise
-
-
-# Seconds to wait for a failed SQLite connection's worker thread to stop; it has nothing to
-# do but return, so this bounds a stuck thread rather than a normal stop.
-_WORKER_STOP_TIMEOUT = 5.0
 
 
 def _postgres_connect_args(db: DatabaseSettings) -> dict[str, Any]:
