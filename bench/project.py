@@ -8,7 +8,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -143,14 +142,6 @@ def build_runtime(project: Path, root: Path) -> Runtime:
 def tree_bytes(path: Path) -> int:
     """Return the apparent size of every regular file under ``path`` (symlinks not followed)."""
     return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
-
-
-def free_port() -> int:
-    """Return a loopback TCP port that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes] | None:

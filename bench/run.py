@@ -40,7 +40,6 @@ from bench.project import (
     build_runtime,
     clean_env,
     cpu_times,
-    free_port,
     get,
     render_command,
     rss_mb,
@@ -48,6 +47,7 @@ from bench.project import (
     template_snapshot,
     tree_bytes,
 )
+from tests.server import free_port
 
 BASELINE = Path(__file__).with_name("baseline.py")
 SERVICE_CPU, LOAD_CPU = 0, 1

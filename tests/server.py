@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -26,12 +27,47 @@ class ServerRun:
     output: str
 
 
+# Where a chosen port may lie: registered ports above the well-known services, below Linux's
+# default ephemeral range. The machine's own ephemeral range is taken out at run time.
+_CHOSEN_PORTS = range(10000, 32768)
+_PORT_TRIES = 200
+
+
+def _ephemeral_ports() -> range:
+    """Return the range the kernel draws ports from for ``bind(0)`` and outgoing connections."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default
+    return range(low, high + 1)
+
+
 def free_port() -> int:
-    """Return a TCP port that is free on the loopback interface right now."""
+    """Return a loopback TCP port that is free now and that the kernel does not hand out itself.
+
+    The port is given to a process that binds it a moment later. A port from ``bind(0)`` would
+    come from the ephemeral range, which the kernel also draws from for every outgoing
+    connection and every other ``bind(0)``: in a parallel test session another test's proxy or
+    database client could take it in that moment (seen in CI: a latency proxy bound the port a
+    benchmark's service was about to bind). This one is drawn at random from outside that
+    range, where only a caller choosing on purpose binds, and checked free by binding it.
+    """
+    ephemeral = _ephemeral_ports()
+    candidates = [port for port in _CHOSEN_PORTS if port not in ephemeral]
+    draw = random.SystemRandom()  # never reseeded by a test, unlike the module's generator
+    for _ in range(_PORT_TRIES if candidates else 0):
+        port = draw.choice(candidates)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    # Every candidate tried was taken, or the ephemeral range covers them all.
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def http_status(url: str) -> int | None:
