@@ -100,13 +100,16 @@ async def test_loop_guard_without_scheduler_statistics_counts_the_whole_delay(
     assert "waiting for a CPU" not in str(failure.value)
 
 
-# Run in a child process: it pins itself to one CPU and lowers its own priority, and neither
+# Run in a child process: it pins itself to one CPU and lowers a thread's priority, and neither
 # may leak into the test run. Two competitor processes, started first at normal priority, keep
-# that CPU busy for COMPETE seconds. A nice-19 loop thread that stays ready to run weighs 15 against
-# their 1,024 each, so the scheduler lets it run a few milliseconds at a time, a fifth of a
-# second or more apart: the loop is ready, but without a CPU. Prints what happened as JSON.
+# that CPU busy for COMPETE seconds. A nice-19 loop thread that stays ready to run weighs 15
+# against their 1,024 each, so the scheduler lets it run a few milliseconds at a time, a fifth
+# of a second or more apart: the loop is ready, but without a CPU. The loop runs in a thread of
+# its own, which ends with it: a thread cannot raise its priority again without privileges, and
+# a nice-19 main thread left to finish the interpreter took over a minute when other processes
+# kept the CPU busy. Prints what happened as JSON.
 _STARVED_LOOP = """
-import asyncio, json, os, subprocess, sys, time
+import asyncio, json, os, subprocess, sys, threading, time
 from tests.plugins.loop_guard import LoopWatch
 
 COMPETE = 0.8
@@ -143,7 +146,12 @@ async def scenario(block: bool) -> dict[str, object]:
         watch.stop()
     return {"worst_wall": worst, "stalls": [[s.seconds, s.cpu_wait] for s in watch.stalls]}
 
-result = asyncio.run(scenario(block=sys.argv[1] == "block"))
+result: dict[str, object] = {}
+loop_thread = threading.Thread(
+    target=lambda: result.update(asyncio.run(scenario(block=sys.argv[1] == "block")))
+)
+loop_thread.start()
+loop_thread.join()
 for competitor in competitors:
     competitor.wait()
 print(json.dumps(result))
