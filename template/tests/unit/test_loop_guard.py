@@ -100,27 +100,35 @@ async def test_loop_guard_without_scheduler_statistics_counts_the_whole_delay(
     assert "waiting for a CPU" not in str(failure.value)
 
 
-# Run in a child process: it pins itself to one CPU and lowers a thread's priority, and neither
-# may leak into the test run. Two competitor processes, started first at normal priority, keep
-# that CPU busy for COMPETE seconds. A nice-19 loop thread that stays ready to run weighs 15
-# against their 1,024 each, so the scheduler lets it run a few milliseconds at a time, a fifth
-# of a second or more apart: the loop is ready, but without a CPU. The loop runs in a thread of
-# its own, which ends with it: a thread cannot raise its priority again without privileges, and
-# a nice-19 main thread left to finish the interpreter took over a minute when other processes
-# kept the CPU busy. Prints what happened as JSON.
+# Run in a child process, so that what it does to its threads' CPUs and priorities never leaks
+# into the test run. Two competitor processes, started first at normal priority, keep one CPU
+# busy for COMPETE seconds, and the loop's thread is pinned to that CPU. A nice-19 loop thread
+# that stays ready to run weighs 15 against their 1,024 each, so the scheduler lets it run a few
+# milliseconds at a time, a fifth of a second or more apart: the loop is ready, but without a
+# CPU. The watchdog thread is left free to run on any CPU, at normal priority: every handover of
+# the GIL between the two threads waits until the watchdog runs, and the loop's thread does not
+# count that as waiting for a CPU, so a watchdog pinned beside the competitors, queued behind
+# them, made a stall of it (0.15 s in one CI run). The loop runs in a thread of its own, which
+# ends with it: a thread cannot raise its priority again without privileges, and a nice-19 main
+# thread left to finish the interpreter took over a minute when other processes kept the CPU
+# busy. Prints what happened as JSON.
 _STARVED_LOOP = """
 import asyncio, json, os, subprocess, sys, threading, time
 from tests.plugins.loop_guard import LoopWatch
 
 COMPETE = 0.8
-os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+everywhere = os.sched_getaffinity(0)
+cpu = min(everywhere)
+os.sched_setaffinity(0, {cpu})  # inherited by the competitors
 spin = "import time\\nend = time.monotonic() + %s\\nwhile time.monotonic() < end: pass" % COMPETE
 competitors = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2)]
+os.sched_setaffinity(0, everywhere)  # and not by the threads started below
 time.sleep(0.2)  # the competitors' interpreters are up and spinning
 
 async def scenario(block: bool) -> dict[str, object]:
     watch = LoopWatch(asyncio.get_running_loop(), 0.1)
     watch.start()
+    os.sched_setaffinity(0, {cpu})  # on Linux, the calling thread alone: not the watchdog
     if not block:
         # Only now, so that the watchdog thread keeps its normal priority: starved too, it
         # would hold up the loop's thread whenever the GIL passes to it, which is not waiting
@@ -173,6 +181,9 @@ def _starved_loop(mode: str) -> dict[str, object]:
     return outcome
 
 
+STARVED_AT_LEAST = 0.25
+"""Seconds the starved loop is late at least: 0.34 to 0.70 s measured on two machine types."""
+
 _LINUX_SCHEDULER = pytest.mark.skipif(
     not Path(loop_guard.SCHEDSTAT).exists(),
     reason="needs Linux's per-thread scheduler statistics (/proc/thread-self/schedstat)",
@@ -185,10 +196,15 @@ def test_loop_guard_does_not_blame_the_test_for_a_busy_machine() -> None:
     """A loop that is ready but gets no CPU (other processes have it) is not a stall."""
     starved = _starved_loop("yield")
 
-    # The loop really was held up past the threshold: uncorrected, this would be a stall.
+    # The loop really was held up, by more than STARVED_AT_LEAST: uncorrected, that is a stall.
     assert isinstance(starved["worst_wall"], float)
-    assert starved["worst_wall"] > 0.1, starved
-    assert starved["stalls"] == [], starved
+    assert starved["worst_wall"] > STARVED_AT_LEAST, starved
+    # What the guard still counts is the GIL passing to and from the watchdog, which the kernel
+    # does not count as waiting for a CPU; at nice 19 each pass waits a while, so it may add up to
+    # a short stall (0.15 s once in CI, against 0.46 s discounted), never to the starvation.
+    stalls = starved["stalls"]
+    assert isinstance(stalls, list)
+    assert [s for s in stalls if s[0] >= STARVED_AT_LEAST] == [], starved
 
 
 @_LINUX_SCHEDULER
