@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
@@ -31,6 +32,7 @@ class ServerRun:
 # default ephemeral range. The machine's own ephemeral range is taken out at run time.
 _CHOSEN_PORTS = range(10000, 32768)
 _PORT_TRIES = 200
+_DRAW = random.SystemRandom()  # never reseeded by a test, unlike the module's generator
 
 
 def _ephemeral_ports() -> range:
@@ -40,6 +42,12 @@ def _ephemeral_ports() -> range:
     except (OSError, ValueError):
         return range(32768, 61000)  # Linux's default
     return range(low, high + 1)
+
+
+@functools.cache
+def _candidate_ports() -> tuple[int, ...]:
+    ephemeral = _ephemeral_ports()
+    return tuple(port for port in _CHOSEN_PORTS if port not in ephemeral)
 
 
 def free_port() -> int:
@@ -52,17 +60,15 @@ def free_port() -> int:
     benchmark's service was about to bind). This one is drawn at random from outside that
     range, where only a caller choosing on purpose binds, and checked free by binding it.
     """
-    ephemeral = _ephemeral_ports()
-    candidates = [port for port in _CHOSEN_PORTS if port not in ephemeral]
-    draw = random.SystemRandom()  # never reseeded by a test, unlike the module's generator
-    for _ in range(_PORT_TRIES if candidates else 0):
-        port = draw.choice(candidates)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
+    candidates = _candidate_ports()
+    if candidates:
+        for port in _DRAW.choices(candidates, k=_PORT_TRIES):
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     # Every candidate tried was taken, or the ephemeral range covers them all.
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
