@@ -6,6 +6,8 @@ Modes, switchable while it runs:
 - ``blackhole``: accept connections and never answer, like a host whose packets vanish
   (a dead firewall route, a frozen server): clients wait for their own timeouts;
 - ``refuse``: stop listening, so connecting fails at once, like a stopped server.
+  The port stays reserved (bound, not listening), so nothing else on the machine
+  can take it before ``forward`` listens on it again.
 
 Switching mode closes every connection opened before, as an outage does.
 
@@ -42,17 +44,27 @@ class TcpProxy:
         self.port = 0
         self.accepted = 0
         self._server: asyncio.Server | None = None
+        self._reserved: socket.socket | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Reserve a port, and listen on it unless the mode is ``refuse``."""
-        if not self.port:
-            # Reserve a free port once: `refuse` closes the listener, and switching back
-            # must reopen the same address the service was configured with.
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-                probe.bind((self.host, 0))
-                self.port = int(probe.getsockname()[1])
+        if self._reserved is None:
+            # Hold the port until `close`: `refuse` closes the listener, and switching back
+            # must reopen the address the service was configured with. A bound socket that
+            # never listens keeps the kernel from handing the port to another bind(0) or to
+            # an outgoing connection meanwhile, and connecting to it is refused. Both it and
+            # the listener set SO_REUSEADDR, which lets them share the port.
+            reserved = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                reserved.bind((self.host, self.port))
+            except OSError:
+                reserved.close()
+                raise
+            self._reserved = reserved
+            self.port = int(reserved.getsockname()[1])
         if self.mode != "refuse":
             await self._listen()
 
@@ -70,9 +82,12 @@ class TcpProxy:
             await self._listen()
 
     async def close(self) -> None:
-        """Stop listening and close every connection."""
+        """Stop listening, close every connection and release the port."""
         self._drop_connections()
         await self._close_listener()
+        if self._reserved is not None:
+            self._reserved.close()
+            self._reserved = None
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
