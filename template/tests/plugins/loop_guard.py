@@ -18,6 +18,13 @@ the start of a sleep that follows a long run as waiting (a thread that ran ahead
 share stays queued until it has paid that back: a few milliseconds at equal priorities).
 Elsewhere, or without that file, the plain lateness is used.
 
+Garbage collection is not counted either. A full collection stops every thread of the
+process for as long as it takes to walk the heap: about 0.1 s in a test process that has
+imported the service, whatever the test does, and it runs in whichever test happens to
+allocate past the collector's threshold. It is measured as the collecting thread's CPU time
+(``gc.callbacks`` and ``time.thread_time``), which holds none of that thread's CPU waits, so
+nothing is discounted twice.
+
 Settings:
     ``loop_guard_threshold`` (ini, seconds, default 0.1; 0 turns the guard off), or per test
     ``@pytest.mark.loop_guard(threshold=0.5)``; ``@pytest.mark.loop_guard(threshold=None)``
@@ -26,6 +33,7 @@ Settings:
 
 import asyncio
 import functools
+import gc
 import inspect
 import os
 import sys
@@ -61,6 +69,8 @@ class Stall:
     where: str
     cpu_wait: float = 0.0
     """Seconds the loop's thread waited for a CPU in the same stretch (not in ``seconds``)."""
+    collecting: float = 0.0
+    """Seconds of garbage collection in the same stretch (not in ``seconds``)."""
 
 
 class LoopWatch:
@@ -83,6 +93,9 @@ class LoopWatch:
         self._due = 0.0
         self._waited_by_schedule = 0.0
         self._schedstat: int | None = None
+        self._collecting = 0.0
+        self._collected_by_schedule = 0.0
+        self._collection_started = 0.0
         self._where: str | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._stopping = threading.Event()
@@ -95,6 +108,7 @@ class LoopWatch:
             self._schedstat = os.open(SCHEDSTAT, os.O_RDONLY)
         except OSError:
             self._schedstat = None
+        gc.callbacks.append(self._on_collection)
         self._schedule(self._cpu_wait())
         self._watchdog.start()
 
@@ -103,6 +117,7 @@ class LoopWatch:
         if self._handle is not None:
             self._handle.cancel()
         self._check(time.monotonic(), self._cpu_wait())
+        gc.callbacks.remove(self._on_collection)
         self._stopping.set()
         self._watchdog.join()
         if self._schedstat is not None:
@@ -119,9 +134,17 @@ class LoopWatch:
         except (OSError, IndexError, ValueError):
             return 0.0
 
+    def _on_collection(self, phase: str, _info: dict[str, int]) -> None:
+        # Called with the GIL held, in the thread that collects, at the start and at the end.
+        if phase == "start":
+            self._collection_started = time.thread_time()
+        else:
+            self._collecting += max(0.0, time.thread_time() - self._collection_started)
+
     def _schedule(self, cpu_wait: float) -> None:
         self._due = time.monotonic() + INTERVAL
         self._waited_by_schedule = cpu_wait
+        self._collected_by_schedule = self._collecting
         self._handle = self._loop.call_later(INTERVAL, self._beat)
 
     def _beat(self) -> None:
@@ -134,9 +157,11 @@ class LoopWatch:
         # Waiting counted from the schedule, not from the due time: up to INTERVAL more is
         # forgiven than the stall itself holds, well under any useful threshold.
         cpu_wait = max(0.0, cpu_wait_total - self._waited_by_schedule)
-        late = now - self._due - cpu_wait
+        collecting = self._collecting - self._collected_by_schedule
+        late = now - self._due - cpu_wait - collecting
         if late > self.threshold:
-            self.stalls.append(Stall(late, self._where or "(location not sampled)", cpu_wait))
+            where = self._where or "(location not sampled)"
+            self.stalls.append(Stall(late, where, cpu_wait, collecting))
         self._where = None
 
     def _sample(self) -> None:
@@ -169,6 +194,8 @@ def _relative(filename: str) -> str:
 def _report(stalls: list[Stall], threshold: float) -> str:
     worst = max(stalls, key=lambda stall: stall.seconds)
     waited = f", and {worst.cpu_wait:.3f} s waiting for a CPU not counted" if worst.cpu_wait else ""
+    if worst.collecting:
+        waited += f", and {worst.collecting:.3f} s of garbage collection not counted"
     return (
         f"event loop blocked for {worst.seconds:.3f} s (loop_guard threshold {threshold} s, "
         f"{len(stalls)} stall(s){waited}); move blocking work off the loop "
