@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -192,3 +193,27 @@ def run_checked(
             pytrace=False,
         )
     return result
+
+
+PROJECT_CHECKS = (
+    ["uv", "lock", "--locked", "--offline"],
+    ["uv", "sync", "--locked"],
+    ["uv", "run", "ruff", "format", "--check"],
+    ["uv", "run", "ruff", "check"],
+    ["uv", "run", "mypy"],
+)
+"""A rendered project's lock, sync, format, lint and type checks, as its CI and docs run them."""
+SUMMARY = re.compile(r"^=+ (?P<body>.+) in [\d.]+s(?: \([\d:]+\))? =+$", re.MULTILINE)
+
+
+def pytest_counts(output: str) -> dict[str, int]:
+    """Read the counts from pytest's final summary line ("3 passed, 1 skipped in 0.5s")."""
+    matches = list(SUMMARY.finditer(output))
+    assert matches, f"no pytest summary line in:\n{output}"
+    body = matches[-1].group("body")
+    assert "no tests ran" not in body, body
+    counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
+    for number, word in re.findall(r"(\d+) (\w+)", body):
+        key = "errors" if word in {"error", "errors"} else word
+        counts[key] = counts.get(key, 0) + int(number)
+    return counts

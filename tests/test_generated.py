@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import Rendered, git, project_env, run_checked
+from tests.helpers import PROJECT_CHECKS, Rendered, git, project_env, pytest_counts, run_checked
 from tests.server import free_port, serve_probe_stop
 
 pytestmark = pytest.mark.slow
@@ -17,7 +16,6 @@ pytestmark = pytest.mark.slow
 PG_HOST = "127.0.0.1"
 PG_PORT = "5432"
 PG_USER = "postgres"
-SUMMARY = re.compile(r"^=+ (?P<body>.+) in [\d.]+s(?: \([\d:]+\))? =+$", re.MULTILINE)
 
 
 def psql(sql: str) -> None:
@@ -43,30 +41,11 @@ def database_url(rendered_any: Rendered) -> Iterator[str]:
         psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def pytest_counts(output: str) -> dict[str, int]:
-    """Read the counts from pytest's final summary line ("3 passed, 1 skipped in 0.5s")."""
-    matches = list(SUMMARY.finditer(output))
-    assert matches, f"no pytest summary line in:\n{output}"
-    body = matches[-1].group("body")
-    assert "no tests ran" not in body, body
-    counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
-    for number, word in re.findall(r"(\d+) (\w+)", body):
-        key = "errors" if word in {"error", "errors"} else word
-        counts[key] = counts.get(key, 0) + int(number)
-    return counts
-
-
 def test_generated_project_checks_pass(rendered_any: Rendered, database_url: str) -> None:
     """Lock, sync, format, lint, types and every test (slow, PostgreSQL) pass; the tree stays clean."""
     cwd = rendered_any.path
     env = project_env(APP_TEST_DATABASE_URL=database_url, CI="true")
-    for command in (
-        ["uv", "lock", "--locked", "--offline"],
-        ["uv", "sync", "--locked"],
-        ["uv", "run", "ruff", "format", "--check"],
-        ["uv", "run", "ruff", "check"],
-        ["uv", "run", "mypy"],
-    ):
+    for command in PROJECT_CHECKS:
         run_checked(command, cwd=cwd, env=env)
 
     # Every tier, as the rendered CI runs it (tests/test_test_tiers.py checks that CI does).

@@ -20,8 +20,15 @@ import pytest
 import yaml
 from copier import run_copy, run_update
 
-from tests.helpers import COMBOS, git, list_files, project_env, run_checked
-from tests.test_generated import pytest_counts
+from tests.helpers import (
+    COMBOS,
+    PROJECT_CHECKS,
+    git,
+    list_files,
+    project_env,
+    pytest_counts,
+    run_checked,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -183,13 +190,7 @@ def test_update_keeps_user_edits_and_lands_the_release(
 
     # The checks docs/usage.md tells a user to run after an update, then the fast test tier.
     env = project_env()
-    for command in (
-        ["uv", "lock", "--locked", "--offline"],
-        ["uv", "sync", "--locked"],
-        ["uv", "run", "ruff", "format", "--check"],
-        ["uv", "run", "ruff", "check"],
-        ["uv", "run", "mypy"],
-    ):
+    for command in PROJECT_CHECKS:
         run_checked(command, cwd=project, env=env)
     tests = run_checked(
         ["uv", "run", "pytest", "-p", "no:cacheprovider", "-rA"], cwd=project, env=env
