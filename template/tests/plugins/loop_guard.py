@@ -32,6 +32,7 @@ Settings:
 """
 
 import asyncio
+import contextlib
 import functools
 import gc
 import inspect
@@ -117,7 +118,8 @@ class LoopWatch:
         if self._handle is not None:
             self._handle.cancel()
         self._check(time.monotonic(), self._cpu_wait())
-        gc.callbacks.remove(self._on_collection)
+        with contextlib.suppress(ValueError):  # the test may have reset gc.callbacks itself
+            gc.callbacks.remove(self._on_collection)
         self._stopping.set()
         self._watchdog.join()
         if self._schedstat is not None:

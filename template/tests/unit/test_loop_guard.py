@@ -113,6 +113,22 @@ async def test_loop_guard_still_catches_a_block_next_to_a_collection() -> None:
     assert float(left_out.group(1)) >= SLOW_COLLECTION * 0.9, report
 
 
+@pytest.mark.loop_guard(threshold=None)
+async def test_loop_guard_survives_a_test_that_resets_gc_callbacks() -> None:
+    """A test that empties ``gc.callbacks`` (the guard's hook with it) is not failed for that."""
+    saved = list(gc.callbacks)
+
+    async def resetting() -> None:
+        gc.callbacks.clear()
+
+    try:
+        result = await guard(resetting, 0.1)()
+    finally:
+        gc.callbacks[:] = saved
+
+    assert result is None
+
+
 @pytest.mark.slow  # runs pytest in a subprocess
 def test_loop_guard_plugin_fails_only_the_blocking_test(tmp_path: Path) -> None:
     """Through pytest itself: the blocking async test fails, the yielding one passes."""
