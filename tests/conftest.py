@@ -18,6 +18,7 @@ from tests.helpers import (
     Combo,
     Render,
     Rendered,
+    commit_all,
     drop_example,
     git,
     list_files,
@@ -45,9 +46,7 @@ def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if source.is_file():  # a tracked file deleted in the working tree is left out
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, repo / name)
-    git(repo, "init", "--quiet")
-    git(repo, "add", "--all")
-    git(repo, "commit", "--quiet", "--message", "template under test")
+    commit_all(repo, "template under test", init=True)
     return repo
 
 
@@ -78,21 +77,16 @@ def render_combo(
     if combo.example:
         path = render(dst, **combo.answers)
         files = list_files(path)
-        git(path, "init", "--quiet")
-        git(path, "add", "--all")
-        git(path, "commit", "--quiet", "--message", "chore: render from keel")
+        commit_all(path, "chore: render from keel", init=True)
         return Rendered(path=path, combo=combo, files=files)
     # Without the example: rendered with it, then dropped as a user would drop it, so the
     # generated suite proves the dropped project works (test_example.py: it equals a fresh
     # render without the example).
     path = render(dst, **{**combo.answers, "example": True})
-    git(path, "init", "--quiet")
-    git(path, "add", "--all")
-    git(path, "commit", "--quiet", "--message", "chore: render from keel")
+    commit_all(path, "chore: render from keel", init=True)
     drop_example(path)
     files = list_files(path)
-    git(path, "add", "--all")
-    git(path, "commit", "--quiet", "--message", "chore: drop the example")
+    commit_all(path, "chore: drop the example")
     return Rendered(path=path, combo=combo, files=files)
 
 

@@ -152,6 +152,14 @@ def git(cwd: Path, *args: str) -> str:
     return run_checked(["git", *GIT_IDENTITY, *args], cwd=cwd).stdout
 
 
+def commit_all(repo: Path, message: str, *, init: bool = False) -> None:
+    """Commit every file in ``repo``, making it a git repository first when ``init`` is set."""
+    if init:
+        git(repo, "init", "--quiet")
+    git(repo, "add", "--all")
+    git(repo, "commit", "--quiet", "--message", message)
+
+
 def project_env(**extra: str) -> dict[str, str]:
     """Return the environment for a rendered project: no outer venv, APP_ or PYTEST_ variables.
 

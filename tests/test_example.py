@@ -5,7 +5,7 @@ from __future__ import annotations
 import filecmp
 from pathlib import Path
 
-from tests.helpers import COMBOS, EXAMPLE_FILES, Render, drop_example, git, list_files
+from tests.helpers import COMBOS, EXAMPLE_FILES, Render, commit_all, drop_example, git, list_files
 
 # Besides the example's own files, re-answering may touch only the files that mention it:
 # the router lines, the README's section and the answers file.
@@ -18,9 +18,7 @@ def test_dropping_the_example_equals_a_fresh_render_without_it(
     """Re-answering example=false removes the example's files and routes and nothing else."""
     answers = COMBOS[0].answers
     project = render(tmp_path / "dropped", **{**answers, "example": True})
-    git(project, "init", "--quiet")
-    git(project, "add", "--all")
-    git(project, "commit", "--quiet", "--message", "chore: render from keel")
+    commit_all(project, "chore: render from keel", init=True)
     before = set(list_files(project))
 
     drop_example(project)

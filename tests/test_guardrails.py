@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, Render, git, project_env, run_checked
+from tests.helpers import ROOT, Render, commit_all, git, project_env, run_checked
 
 pytestmark = pytest.mark.slow
 
@@ -78,9 +78,7 @@ SNIPPETS = [Snippet.load(path) for path in sorted(CORPUS.glob("*.py"))]
 def project(render: Render, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Render one project with default answers, commit it and install its locked environment."""
     path = render(tmp_path_factory.mktemp("guardrails") / "guard-svc", project_name="Guard Svc")
-    git(path, "init", "--quiet")
-    git(path, "add", "--all")
-    git(path, "commit", "--quiet", "--message", "chore: render from keel")
+    commit_all(path, "chore: render from keel", init=True)
     run_checked(["uv", "sync", "--locked"], cwd=path, env=project_env())
     return path.resolve()
 

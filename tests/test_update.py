@@ -23,6 +23,7 @@ from copier import run_copy, run_update
 from tests.helpers import (
     COMBOS,
     PROJECT_CHECKS,
+    commit_all,
     git,
     list_files,
     project_env,
@@ -43,11 +44,12 @@ RETIRED_TEXT = '''def test_retired() -> None:
     assert sum([1, 1]) == 2
 '''
 OLD_ENDINGS = {
-    "README.md": "\n## Upgrading from keel 0.1.0\n\nThis section was in keel 0.1.0; 0.2.0 removed it.\n",
+    "README.md.jinja": (
+        "\n## Upgrading from keel 0.1.0\n\nThis section was in keel 0.1.0; 0.2.0 removed it.\n"
+    ),
     "src/app/main.py": "# keel 0.1.0 ended this module with this comment; 0.2.0 removed it.\n",
 }
-"""Lines ``0.1.0`` ends these rendered files with and ``0.2.0`` no longer has."""
-TEMPLATE_SOURCES = {"README.md": "README.md.jinja", "src/app/main.py": "src/app/main.py"}
+"""Lines ``0.1.0`` ends these template files (README.md, src/app/main.py) with; ``0.2.0`` has not."""
 
 USER_LINES = {
     "README.md": (1, "Owned by the payments team; the on-call notes are in docs/runbook.md.\n"),
@@ -95,25 +97,21 @@ def _copy_tree(source: Path, target: Path) -> None:
 def releases(template_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A template repository tagged ``0.1.0`` (older, made up) and ``0.2.0`` (the working tree)."""
     repo = tmp_path_factory.mktemp("releases")
-    git(repo, "init", "--quiet")
-
     _copy_tree(template_repo, repo)
     template = repo / "template"
     added = template / ADDED
     assert added.is_file(), f"{ADDED} left the template: pick another file new in {NEW}"
     added.unlink()
     (template / RETIRED).write_text(RETIRED_TEXT)
-    for rendered, source in TEMPLATE_SOURCES.items():
+    for source, ending in OLD_ENDINGS.items():
         path = template / source
-        path.write_text(path.read_text() + OLD_ENDINGS[rendered])
-    git(repo, "add", "--all")
-    git(repo, "commit", "--quiet", "--message", f"release {OLD}")
+        path.write_text(path.read_text() + ending)
+    commit_all(repo, f"release {OLD}", init=True)
     git(repo, "tag", OLD)
 
     git(repo, "rm", "-r", "--quiet", ".")
     _copy_tree(template_repo, repo)
-    git(repo, "add", "--all")
-    git(repo, "commit", "--quiet", "--message", f"release {NEW}")
+    commit_all(repo, f"release {NEW}")
     git(repo, "tag", NEW)
     return repo
 
@@ -126,9 +124,7 @@ def render_release(releases: Path) -> Callable[[Path, str], Path]:
         run_copy(
             str(releases), dst, data=ANSWERS, defaults=True, vcs_ref=tag, unsafe=False, quiet=True
         )
-        git(dst, "init", "--quiet")
-        git(dst, "add", "--all")
-        git(dst, "commit", "--quiet", "--message", f"chore: render from keel {tag}")
+        commit_all(dst, f"chore: render from keel {tag}", init=True)
         return dst
 
     return _render
@@ -167,8 +163,7 @@ def test_update_keeps_user_edits_and_lands_the_release(
         path.write_text(_add_user_line(path.read_text(), edit))
     for name, text in USER_FILES.items():
         (project / name).write_text(text)
-    git(project, "add", "--all")
-    git(project, "commit", "--quiet", "--message", "feat: greet the front desk")
+    commit_all(project, "feat: greet the front desk")
 
     _update(project)
 
