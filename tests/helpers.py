@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,3 +227,37 @@ def pytest_counts(output: str) -> dict[str, int]:
         key = "errors" if word in {"error", "errors"} else word
         counts[key] = counts.get(key, 0) + int(number)
     return counts
+
+
+PG_HOST = "127.0.0.1"
+PG_PORT = 5432
+PG_USER = "postgres"
+"""The local PostgreSQL the slow tests use (trust authentication, as on this project's CI)."""
+
+
+def psql(sql: str, database: str = "postgres") -> str:
+    """Run one SQL statement as the superuser and return its unaligned output."""
+    return run_checked(
+        [
+            *("psql", "-h", PG_HOST, "-p", str(PG_PORT), "-U", PG_USER, "-d", database),
+            *("-v", "ON_ERROR_STOP=1", "-Atqc", sql),
+        ],
+        cwd=Path.cwd(),
+        timeout=60,
+    ).stdout.strip()
+
+
+@contextmanager
+def scratch_database(prefix: str) -> Iterator[str]:
+    """Create a fresh PostgreSQL database named ``<prefix>_<random>``; drop it on the way out."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    psql(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_url(database: str, *, port: int = PG_PORT, driver: str = "asyncpg") -> str:
+    """Return the SQLAlchemy URL of a local database."""
+    return f"postgresql+{driver}://{PG_USER}@{PG_HOST}:{port}/{database}"

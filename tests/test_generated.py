@@ -2,43 +2,31 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import PROJECT_CHECKS, Rendered, git, project_env, pytest_counts, run_checked
+from tests.helpers import (
+    PROJECT_CHECKS,
+    Rendered,
+    git,
+    postgres_url,
+    project_env,
+    pytest_counts,
+    run_checked,
+    scratch_database,
+)
 from tests.server import free_port, serve_probe_stop
 
 pytestmark = pytest.mark.slow
-
-PG_HOST = "127.0.0.1"
-PG_PORT = "5432"
-PG_USER = "postgres"
-
-
-def psql(sql: str) -> None:
-    """Run one SQL statement as the PostgreSQL superuser against the maintenance database."""
-    run_checked(
-        [
-            *("psql", "-h", PG_HOST, "-p", PG_PORT, "-U", PG_USER, "-d", "postgres"),
-            *("-v", "ON_ERROR_STOP=1", "-q", "-c", sql),
-        ],
-        cwd=Path.cwd(),
-        timeout=60,
-    )
 
 
 @pytest.fixture
 def database_url(rendered_any: Rendered) -> Iterator[str]:
     """Create a fresh PostgreSQL database for one render's suite and drop it afterwards."""
-    name = f"keel_{rendered_any.combo.slug.replace('-', '_')}_{secrets.token_hex(4)}"
-    psql(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(f"keel_{rendered_any.combo.slug.replace('-', '_')}") as name:
+        yield postgres_url(name)
 
 
 def test_generated_project_checks_pass(rendered_any: Rendered, database_url: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
 import threading
@@ -25,16 +24,20 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Rendered, run_checked
+from tests.helpers import (
+    PG_HOST,
+    PG_PORT,
+    Rendered,
+    postgres_url,
+    psql,
+    scratch_database,
+)
 from tests.pgproxy import LatencyProxy
 from tests.runtime import Runtime
 from tests.server import free_port, wait_for_ok
 
 pytestmark = pytest.mark.slow
 
-PG_HOST = "127.0.0.1"
-PG_PORT = 5432
-PG_USER = "postgres"
 IN_FLIGHT = 24
 QUERY_DELAY = 1.0
 """Seconds the proxy holds each query message: a /readyz sends three to five, so it outlasts
@@ -73,18 +76,6 @@ def get(url: str) -> Reply:
         return Reply("reset", time.monotonic())
 
 
-def psql(sql: str, database: str = "postgres") -> str:
-    """Run one SQL statement as the superuser and return its unaligned output."""
-    return run_checked(
-        [
-            *("psql", "-h", PG_HOST, "-p", str(PG_PORT), "-U", PG_USER, "-d", database),
-            *("-v", "ON_ERROR_STOP=1", "-Atqc", sql),
-        ],
-        cwd=Path.cwd(),
-        timeout=60,
-    ).stdout.strip()
-
-
 def backends(application_name: str) -> int:
     """Count the server processes serving connections with this application_name."""
     return int(
@@ -108,12 +99,8 @@ def wait_for_backends(application_name: str, count: int, timeout: float) -> int:
 @pytest.fixture
 def database(rendered: Rendered) -> Iterator[str]:
     """Create a fresh PostgreSQL database for one run and drop it afterwards."""
-    name = f"keel_shutdown_{rendered.combo.slug.replace('-', '_')}_{secrets.token_hex(4)}"
-    psql(f'CREATE DATABASE "{name}"')
-    try:
+    with scratch_database(f"keel_shutdown_{rendered.combo.slug.replace('-', '_')}") as name:
         yield name
-    finally:
-        psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -183,7 +170,7 @@ def test_sigterm_finishes_in_flight_requests_and_releases_postgres(
     name = tomllib.loads((rendered.path / "pyproject.toml").read_text())["project"]["name"]
     env = {
         "APP_ENVIRONMENT": "production",
-        "APP_DB__URL": f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{proxy.port}/{database}",
+        "APP_DB__URL": postgres_url(database, port=proxy.port),
         "APP_DB__POOL_SIZE": str(IN_FLIGHT + 1),
         "APP_DB__MAX_OVERFLOW": "0",
         "APP_DB__CONNECT_TIMEOUT": "30",
