@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import orjson
+from pydantic import BaseModel
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from app.core.config import Settings
@@ -38,6 +39,18 @@ class IsolatedSettings(Settings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Read keyword arguments only."""
         return (init_settings,)
+
+
+def setting_env_names(model: type[BaseModel] = Settings, prefix: str = "APP_") -> set[str]:
+    """Return every environment variable the settings read (``APP_DB__POOL_SIZE``, ...)."""
+    names: set[str] = set()
+    for field_name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names |= setting_env_names(annotation, f"{prefix}{field_name.upper()}__")
+        else:
+            names.add(f"{prefix}{field_name.upper()}")
+    return names
 
 
 def sqlite_url(directory: Path) -> str:

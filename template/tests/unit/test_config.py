@@ -2,7 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import SecretStr, ValidationError
 from pydantic_settings import DotEnvSettingsSource
 
 from app.core.config import (
@@ -15,6 +15,7 @@ from app.core.config import (
     env_var_name,
     get_settings,
 )
+from tests.helpers import setting_env_names
 
 ENV_EXAMPLE = Path(__file__).parents[2] / ".env.example"
 
@@ -26,17 +27,6 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.upper().startswith("APP_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
-
-
-def _env_var_names(model: type[BaseModel], prefix: str = "APP_") -> set[str]:
-    names: set[str] = set()
-    for field_name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            names |= _env_var_names(annotation, f"{prefix}{field_name.upper()}__")
-        else:
-            names.add(f"{prefix}{field_name.upper()}")
-    return names
 
 
 def test_settings_defaults() -> None:
@@ -205,7 +195,7 @@ def test_env_example_lists_every_setting() -> None:
     """.env.example names every variable Settings reads, and nothing else."""
     documented = set(DotEnvSettingsSource(Settings, env_file=ENV_EXAMPLE).env_vars)
 
-    assert {name.lower() for name in _env_var_names(Settings)} == documented
+    assert {name.lower() for name in setting_env_names()} == documented
 
 
 def test_env_example_values_are_valid_defaults() -> None:
