@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.helpers import ROOT, Render, commit_all, git, project_env, run_checked
 
@@ -242,6 +243,131 @@ def test_uv_lock_check_catches_a_dependency_added_without_relocking(project: Pat
 
     assert result.returncode == 1, report(result)
     assert "needs to be updated" in result.stderr, report(result)
+    assert "" == git(project, "status", "--porcelain")
+
+
+def deploy_schema_step(project: Path) -> str:
+    """Return the script of the CI lint job's step that checks deploy/ and compose.yaml."""
+    workflow = yaml.safe_load((project / ".github" / "workflows" / "ci.yml").read_text())
+    [script] = [
+        step["run"]
+        for step in workflow["jobs"]["lint"]["steps"]
+        if "kubernetes-validate" in step.get("run", "")
+    ]
+    return str(script)
+
+
+def run_deploy_schema_step(project: Path) -> subprocess.CompletedProcess[str]:
+    """Run that step as GitHub runs a `run:` step (`bash -eo pipefail`)."""
+    return run(
+        project,
+        "bash",
+        "--noprofile",
+        "--norc",
+        "-eo",
+        "pipefail",
+        "-c",
+        deploy_schema_step(project),
+    )
+
+
+def test_clean_render_passes_the_deploy_schema_checks(project: Path) -> None:
+    """Every manifest, compose.yaml and dependabot.yml pass the workflow's schema step."""
+    manifests = sorted(
+        path.relative_to(project).as_posix()
+        for path in (project / "deploy" / "kubernetes").rglob("*.yaml")
+        if path.name != "kustomization.yaml"
+    )
+    result = run_deploy_schema_step(project)
+    validated = re.findall(r"^INFO (\S+) passed for resource", result.stdout, flags=re.MULTILINE)
+
+    assert result.returncode == 0, report(result)
+    assert sorted(validated) == manifests, report(result)
+    assert len(manifests) == 5
+    assert result.stdout.count("ok -- validation done") == 2, report(result)
+
+
+@pytest.mark.parametrize(
+    ("path", "old", "new", "message"),
+    [
+        (
+            "deploy/kubernetes/deployment.yaml",
+            "livenessProbe:",
+            "livenesProbe:",
+            "'livenesProbe' was unexpected",
+        ),
+        (
+            "deploy/kubernetes/migrate/job.yaml",
+            "backoffLimit: 2",
+            "backoffLimit: two",
+            "'two' is not of type 'integer'",
+        ),
+        ("compose.yaml", "stop_grace_period:", "stop_grace_periods:", "'stop_grace_periods'"),
+        (".github/dependabot.yml", "interval: weekly", "interval: fortnightly", "fortnightly"),
+    ],
+    ids=["manifest-misspelt-field", "manifest-wrong-type", "compose", "dependabot"],
+)
+def test_deploy_schema_checks_catch_a_bad_file(
+    project: Path, path: str, old: str, new: str, message: str
+) -> None:
+    """The workflow's schema step fails on a misspelt or mistyped field, naming it."""
+    target = project / path
+    original = target.read_text(encoding="utf-8")
+    assert old in original
+    target.write_text(original.replace(old, new, 1), encoding="utf-8")
+    try:
+        result = run_deploy_schema_step(project)
+    finally:
+        target.write_text(original, encoding="utf-8")
+
+    assert result.returncode != 0, report(result)
+    assert message in result.stdout + result.stderr, report(result)
+    assert "" == git(project, "status", "--porcelain")
+
+
+@pytest.mark.parametrize(
+    ("path", "old", "new", "failure"),
+    [
+        (
+            "deploy/kubernetes/deployment.yaml",
+            "terminationGracePeriodSeconds: 30",
+            "terminationGracePeriodSeconds: 20",
+            "test_grace_periods_cover_drain_and_shutdown",
+        ),
+        (
+            "deploy/kubernetes/horizontalpodautoscaler.yaml",
+            "maxReplicas: 8",
+            "maxReplicas: 12",
+            "exceed 97: lower maxReplicas or the pool, or put PgBouncer in front",
+        ),
+        (
+            "deploy/kubernetes/deployment.yaml",
+            "name: APP_LOG__FORMAT",
+            "name: APP_LOG_FORMAT",
+            "['APP_LOG_FORMAT'] are not settings",
+        ),
+    ],
+    ids=["grace-period", "connections", "unknown-variable"],
+)
+def test_deploy_tests_catch_a_manifest_that_disagrees_with_the_service(
+    project: Path, path: str, old: str, new: str, failure: str
+) -> None:
+    """What a schema cannot see, the project's tests/unit/test_deploy.py fails on."""
+    target = project / path
+    original = target.read_text(encoding="utf-8")
+    assert old in original
+    target.write_text(original.replace(old, new, 1), encoding="utf-8")
+    try:
+        result = run(
+            project, "uv", "run", "pytest", "-p", "no:cacheprovider", "tests/unit/test_deploy.py"
+        )
+        schema = run_deploy_schema_step(project)
+    finally:
+        target.write_text(original, encoding="utf-8")
+
+    assert result.returncode == 1, report(result)
+    assert failure in result.stdout, report(result)
+    assert schema.returncode == 0, report(schema)
     assert "" == git(project, "status", "--porcelain")
 
 
