@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,6 +247,19 @@ def test_uv_lock_check_catches_a_dependency_added_without_relocking(project: Pat
     assert "" == git(project, "status", "--porcelain")
 
 
+@contextmanager
+def edited(project: Path, path: str, old: str, new: str) -> Iterator[None]:
+    """Replace ``old`` by ``new`` in one file of the project for the block, then restore it."""
+    target = project / path
+    original = target.read_text(encoding="utf-8")
+    assert old in original, f"{path} no longer contains {old!r}"
+    target.write_text(original.replace(old, new, 1), encoding="utf-8")
+    try:
+        yield
+    finally:
+        target.write_text(original, encoding="utf-8")
+
+
 def deploy_schema_step(project: Path) -> str:
     """Return the script of the CI lint job's step that checks deploy/ and compose.yaml."""
     workflow = yaml.safe_load((project / ".github" / "workflows" / "ci.yml").read_text())
@@ -311,14 +325,8 @@ def test_deploy_schema_checks_catch_a_bad_file(
     project: Path, path: str, old: str, new: str, message: str
 ) -> None:
     """The workflow's schema step fails on a misspelt or mistyped field, naming it."""
-    target = project / path
-    original = target.read_text(encoding="utf-8")
-    assert old in original
-    target.write_text(original.replace(old, new, 1), encoding="utf-8")
-    try:
+    with edited(project, path, old, new):
         result = run_deploy_schema_step(project)
-    finally:
-        target.write_text(original, encoding="utf-8")
 
     assert result.returncode != 0, report(result)
     assert message in result.stdout + result.stderr, report(result)
@@ -353,17 +361,11 @@ def test_deploy_tests_catch_a_manifest_that_disagrees_with_the_service(
     project: Path, path: str, old: str, new: str, failure: str
 ) -> None:
     """What a schema cannot see, the project's tests/unit/test_deploy.py fails on."""
-    target = project / path
-    original = target.read_text(encoding="utf-8")
-    assert old in original
-    target.write_text(original.replace(old, new, 1), encoding="utf-8")
-    try:
+    with edited(project, path, old, new):
         result = run(
             project, "uv", "run", "pytest", "-p", "no:cacheprovider", "tests/unit/test_deploy.py"
         )
         schema = run_deploy_schema_step(project)
-    finally:
-        target.write_text(original, encoding="utf-8")
 
     assert result.returncode == 1, report(result)
     assert failure in result.stdout, report(result)
