@@ -1,10 +1,11 @@
-"""Slow: the Kubernetes manifests' containers run for real, the way the manifests run them.
+"""Slow: the containers of the Kubernetes manifests and of compose.yaml run for real, as described.
 
-No cluster runs here. What a pod would get is rebuilt around the runtime venv (the image's
-stand-in, see tests/runtime.py): the manifest's environment, with the database secret pointing at
-the local PostgreSQL; the pod's uid and gid; and `readOnlyRootFilesystem`, as a private mount
-namespace in which `/` is remounted read-only and only a 16 MiB tmpfs (the manifests' `/tmp`
-emptyDir) can be written. Deviations: the listening port is a free one instead of 8000 (a shared
+No cluster and no Docker engine run here. What a container would get is rebuilt around the
+runtime venv (the image's stand-in, see tests/runtime.py): the file's environment, with the
+database URL (a Kubernetes secret, Compose's `db` host) pointing at the local PostgreSQL; the
+pod's uid and gid, or for Compose the image's USER; and a read-only root (`readOnlyRootFilesystem`,
+Compose's `read_only`), as a private mount namespace in which `/` is remounted read-only and only
+a 16 MiB tmpfs (the files' `/tmp`) can be written. Deviations: the listening port is a free one instead of 8000 (a shared
 machine), the scratch tmpfs is reached through TMPDIR instead of sitting on `/tmp` (the runtime
 venv itself lives under `/tmp` here), and the drain delay is 0.5 s instead of 5 s (the drain has
 tests of its own, tests/test_shutdown.py).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,32 +36,55 @@ READ_ONLY_POD = (
 )
 
 
-def manifest(rendered: Rendered, path: str) -> dict[str, Any]:
-    """Parse one rendered manifest."""
+@dataclass(frozen=True)
+class Container:
+    """One container as a deployment file runs it: its variables, user and command."""
+
+    environment: dict[str, Any]
+    uid: int
+    gid: int
+    command: list[str] | None
+    """None: the image's own CMD."""
+
+    def env(self, database: str) -> dict[str, str]:
+        """The variables, with the database URL (a secret, or Compose's `db` host) at ``database``."""
+        values: dict[str, str] = {}
+        for name, value in self.environment.items():
+            if name == "APP_DB__URL":
+                scheme = value.split("://")[0] if isinstance(value, str) else "postgresql+asyncpg"
+                values[name] = postgres_url(database).replace("postgresql+asyncpg", scheme, 1)
+            else:
+                assert isinstance(value, str), f"{name}: only the database URL comes from a secret"
+                values[name] = value
+        return values
+
+
+def load_yaml(rendered: Rendered, path: str) -> dict[str, Any]:
+    """Parse one rendered YAML file."""
     loaded: dict[str, Any] = yaml.safe_load((rendered.path / path).read_text(encoding="utf-8"))
     return loaded
 
 
-def pod(rendered: Rendered, path: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Return a Deployment's or a Job's pod security context and its only container."""
-    spec = manifest(rendered, path)["spec"]["template"]["spec"]
-    [container] = spec["containers"]
-    return spec["securityContext"], container
+def container(rendered: Rendered, runtime: Runtime, source: str) -> Container:
+    """The container one deployment file describes: a Kubernetes pod or a Compose service."""
+    if source.endswith(".yaml"):
+        spec = load_yaml(rendered, source)["spec"]["template"]["spec"]
+        [pod] = spec["containers"]
+        return Container(
+            {v["name"]: v.get("value", v.get("valueFrom")) for v in pod["env"]},
+            spec["securityContext"]["runAsUser"],
+            spec["securityContext"]["runAsGroup"],
+            pod.get("command"),
+        )
+    service = load_yaml(rendered, "compose.yaml")["services"][source.removeprefix("compose ")]
+    assert "user" not in service, "Compose runs the image's USER"
+    assert service["read_only"] is True
+    return Container(service["environment"], runtime.uid, runtime.gid, service.get("command"))
 
 
-def pod_environment(container: dict[str, Any], database_url: str) -> dict[str, str]:
-    """The container's variables, the database secret standing for ``database_url``."""
-    env: dict[str, str] = {}
-    for variable in container["env"]:
-        secret = variable.get("valueFrom", {}).get("secretKeyRef")
-        env[variable["name"]] = database_url if secret else variable["value"]
-    return env
-
-
-def read_only_argv(runtime: Runtime, security: dict[str, Any], scratch: Path) -> list[str]:
-    """Wrap a command so it runs as the pod's user on a read-only root with a scratch tmpfs."""
-    assert (security["runAsUser"], security["runAsGroup"]) == (runtime.uid, runtime.gid)
-    uid, gid = str(security["runAsUser"]), str(security["runAsGroup"])
+def read_only_argv(runtime: Runtime, uid: int, gid: int, scratch: Path) -> list[str]:
+    """Wrap a command so it runs as ``uid:gid`` on a read-only root with a scratch tmpfs."""
+    assert (uid, gid) == (runtime.uid, runtime.gid), "not the Dockerfile's USER"
     return [
         "unshare",
         "--mount",
@@ -70,8 +95,8 @@ def read_only_argv(runtime: Runtime, security: dict[str, Any], scratch: Path) ->
         READ_ONLY_POD,
         "pod",
         str(scratch),
-        uid,
-        gid,
+        str(uid),
+        str(gid),
     ]
 
 
@@ -108,9 +133,8 @@ def test_the_pod_s_root_really_is_read_only(runtime: Runtime, scratch: Path) -> 
         "print(os.getuid(), os.getgid())\n"
     )
     command = [runtime.argv[0], "-c", probe, str(scratch)]
-    security = {"runAsUser": runtime.uid, "runAsGroup": runtime.gid}
     result = subprocess.run(
-        [*read_only_argv(runtime, security, scratch), *command],
+        [*read_only_argv(runtime, runtime.uid, runtime.gid, scratch), *command],
         cwd=runtime.workdir,
         env=runtime.env,
         capture_output=True,
@@ -124,24 +148,25 @@ def test_the_pod_s_root_really_is_read_only(runtime: Runtime, scratch: Path) -> 
     assert not (runtime.workdir / "written-by-the-pod").exists()
 
 
-def test_the_deployment_s_container_serves_and_stops_on_a_read_only_root(
-    rendered: Rendered, runtime: Runtime, scratch: Path, tmp_path: Path
+@pytest.mark.parametrize("source", ["deploy/kubernetes/deployment.yaml", "compose app"])
+def test_the_service_container_serves_and_stops_on_a_read_only_root(
+    rendered: Rendered, runtime: Runtime, scratch: Path, tmp_path: Path, source: str
 ) -> None:
-    """The image's CMD with the Deployment's variables, uid and read-only root serves both
-    probes against PostgreSQL and exits 0 on SIGTERM after its drain."""
-    security, container = pod(rendered, "deploy/kubernetes/deployment.yaml")
+    """The image's CMD with the file's variables, user and read-only root serves both probes
+    against PostgreSQL and exits 0 on SIGTERM after its drain."""
+    described = container(rendered, runtime, source)
+    assert described.command is None, "the service must run the image's own CMD"
     port = free_port()
     with scratch_database("keel_deploy") as database:
         env = {
             **runtime.env,
-            **pod_environment(container, postgres_url(database, driver="asyncpg")),
+            **described.env(database),
             "APP_PORT": str(port),
             "APP_SERVER__DRAIN_DELAY": "0.5",
             "TMPDIR": str(scratch),
         }
-        assert "command" not in container, "the Deployment must run the image's own CMD"
         run = serve_probe_stop(
-            [*read_only_argv(runtime, security, scratch), *runtime.argv],
+            [*read_only_argv(runtime, described.uid, described.gid, scratch), *runtime.argv],
             cwd=runtime.workdir,
             env=env,
             port=port,
@@ -151,22 +176,21 @@ def test_the_deployment_s_container_serves_and_stops_on_a_read_only_root(
     assert {"/livez": 200, "/readyz": 200} == run.statuses, run.output
     assert 0 == run.exit_code, run.output
     assert "Read-only file system" not in run.output
-    assert run.output.startswith("{"), "APP_LOG__FORMAT=json: JSON lines from the first"
+    assert run.output.startswith("{"), "JSON lines from the first (production, no terminal)"
 
 
-def test_the_migration_job_migrates_on_a_read_only_root(
-    rendered: Rendered, runtime: Runtime, scratch: Path
+@pytest.mark.parametrize("source", ["deploy/kubernetes/migrate/job.yaml", "compose migrate"])
+def test_the_migration_container_migrates_on_a_read_only_root(
+    rendered: Rendered, runtime: Runtime, scratch: Path, source: str
 ) -> None:
-    """The Job's command, variables and uid bring an empty database to the newest revision."""
-    security, container = pod(rendered, "deploy/kubernetes/migrate/job.yaml")
+    """The file's migration command, variables and user bring an empty database to the newest
+    revision."""
+    described = container(rendered, runtime, source)
+    assert described.command is not None
     with scratch_database("keel_deploy_migrate") as database:
-        env = {
-            **runtime.env,
-            **pod_environment(container, postgres_url(database)),
-            "TMPDIR": str(scratch),
-        }
+        env = {**runtime.env, **described.env(database), "TMPDIR": str(scratch)}
         result = subprocess.run(
-            [*read_only_argv(runtime, security, scratch), *container["command"]],
+            [*read_only_argv(runtime, described.uid, described.gid, scratch), *described.command],
             cwd=runtime.workdir,
             env=env,
             capture_output=True,
