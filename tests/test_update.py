@@ -16,7 +16,6 @@ docs/usage.md ("Conflicts in uv.lock") resolves by re-locking.
 from __future__ import annotations
 
 import filecmp
-import functools
 import re
 import shutil
 import sys
@@ -141,12 +140,6 @@ def _render(releases: Path, dst: Path, tag: str) -> Path:
     return dst
 
 
-@pytest.fixture
-def render_release(releases: Path) -> Callable[[Path, str], Path]:
-    """Render one tag of ``releases``, as ``_render`` does."""
-    return functools.partial(_render, releases)
-
-
 def _update(project: Path, *, conflict: Literal["inline", "rej"] = "inline") -> None:
     """Run what docs/usage.md gives: `copier update --defaults`, to the newest tag."""
     run_update(
@@ -168,11 +161,9 @@ def _conflicted(project: Path) -> list[str]:
     ]
 
 
-def test_update_keeps_user_edits_and_lands_the_release(
-    render_release: Callable[[Path, str], Path], tmp_path: Path
-) -> None:
+def test_update_keeps_user_edits_and_lands_the_release(releases: Path, tmp_path: Path) -> None:
     """After the update the project is the new release plus the user's edits, and its checks pass."""
-    project = render_release(tmp_path / "project", OLD)
+    project = _render(releases, tmp_path / "project", OLD)
     assert (project / RETIRED).is_file()
     assert not (project / ADDED).exists()
     for name, edit in USER_LINES.items():
@@ -184,7 +175,7 @@ def test_update_keeps_user_edits_and_lands_the_release(
 
     _update(project)
 
-    fresh = render_release(tmp_path / "fresh", NEW)
+    fresh = _render(releases, tmp_path / "fresh", NEW)
     assert _conflicted(project) == []
     assert _answers(project)["_commit"] == NEW
     files = set(list_files(project))
@@ -216,12 +207,12 @@ def test_update_keeps_user_edits_and_lands_the_release(
 
 @pytest.mark.parametrize("conflict", ["inline", "rej"])
 def test_update_conflict_is_shown_as_docs_say(
-    render_release: Callable[[Path, str], Path],
+    releases: Path,
     tmp_path: Path,
     conflict: Literal["inline", "rej"],
 ) -> None:
     """An edit to lines the release removed conflicts; nothing of the user's is lost."""
-    project = render_release(tmp_path / "project", OLD)
+    project = _render(releases, tmp_path / "project", OLD)
     readme = project / "README.md"
     old_line = "This section was in keel 0.1.0; 0.2.0 removed it."
     user_line = "We still run the 0.1.0 upgrade steps every quarter."
@@ -232,7 +223,7 @@ def test_update_conflict_is_shown_as_docs_say(
 
     _update(project, conflict=conflict)
 
-    fresh = render_release(tmp_path / "fresh", NEW)
+    fresh = _render(releases, tmp_path / "fresh", NEW)
     others = sorted(set(list_files(fresh)) - {"README.md"})
     _, mismatch, errors = filecmp.cmpfiles(project, fresh, others, shallow=False)
     assert (mismatch, errors) == ([], [])
