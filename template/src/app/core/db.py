@@ -81,6 +81,19 @@ def application_name() -> str:
     return f"{service_name()[:48]}-{os.getpid()}"
 
 
+class PoolerRefusedSettingError(ConnectionError):
+    """A connection pooler (PgBouncer) refused a setting the service sends at connect time.
+
+    PgBouncer answers ``unsupported startup parameter: statement_timeout`` to every
+    connection of a service configured for PostgreSQL itself; the message names the
+    setting that fixes it. It is a `ConnectionError`, so requests get 503, not 500.
+    """
+
+
+# PgBouncer's wording; PostgreSQL itself accepts any run-time parameter at startup.
+_POOLER_REFUSAL = "unsupported startup parameter"
+
+
 async def _connect_asyncpg(*args: Any, connect_timeout: float, **kwargs: Any) -> Any:
     try:
         return await asyncpg.connect(*args, **kwargs)
@@ -89,6 +102,14 @@ async def _connect_asyncpg(*args: Any, connect_timeout: float, **kwargs: Any) ->
         # deadline (asyncio.timeout) cancels instead and raises only where it ends.
         message = f"no answer from the database within {connect_timeout:g} s"
         raise DatabaseConnectTimeoutError(message) from error
+    except asyncpg.ProtocolViolationError as error:
+        if not str(error).startswith(_POOLER_REFUSAL):
+            raise
+        message = (
+            f"the database answered {str(error)!r}: the URL points at a pooler such as "
+            "PgBouncer in transaction mode; set APP_DB__PGBOUNCER=true"
+        )
+        raise PoolerRefusedSettingError(message) from error
 
 
 # Seconds to wait for a failed SQLite connection's worker thread to stop; it has nothing to
