@@ -7,6 +7,7 @@ Run them with, for example::
     APP_TEST_DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/test uv run pytest
 """
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,7 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.config import Settings
 from app.core.db import create_engine
 from tests.conftest import SettingsFactory
-from tests.integration.live import observer_engine
+from tests.integration.live import (
+    observer_engine,
+    service_connections,
+    terminate_service_connections,
+)
 
 HERE = Path(__file__).parent
 URL_VARIABLE = "APP_TEST_DATABASE_URL"
@@ -46,6 +51,41 @@ def database_url() -> str:
     if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
         pytest.fail(f"integration tests must run in CI: {message}")
     pytest.skip(message)
+
+
+PGBOUNCER_VARIABLE = "APP_TEST_PGBOUNCER_URL"
+
+
+@pytest.fixture(scope="session")
+def _pgbouncer_setting(database_url: str) -> str:
+    url = os.environ.get(PGBOUNCER_VARIABLE, "")
+    if not url:
+        pytest.skip(
+            f"{PGBOUNCER_VARIABLE} is not set; set it to the test database's URL through "
+            "PgBouncer (transaction mode) to test APP_DB__PGBOUNCER=true"
+        )
+    return url
+
+
+@pytest.fixture
+async def pgbouncer_url(_pgbouncer_setting: str, observer: AsyncEngine) -> AsyncIterator[str]:
+    """The test database reached through PgBouncer in transaction mode; skips when unset.
+
+    Optional even in CI: only services deployed behind PgBouncer need it. It must name
+    the same database as APP_TEST_DATABASE_URL, through PgBouncer 1.21 or newer with
+    ``pool_mode = transaction`` and ``max_prepared_statements`` above 0.
+
+    PgBouncer keeps its server connections after the test, under this process's
+    ``application_name``; they are closed afterwards, so that the pool tests, which
+    count the service's connections, count none of them.
+    """
+    yield _pgbouncer_setting
+    await terminate_service_connections(observer)
+    for _ in range(100):
+        if await service_connections(observer) == 0:
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail("PgBouncer's server connections outlived pg_terminate_backend for 5 s")
 
 
 @pytest.fixture(autouse=True)
