@@ -23,6 +23,7 @@ from tests.helpers import (
     git,
     list_files,
 )
+from tests.pgbouncer import PgBouncer, running_pgbouncer
 from tests.runtime import Interpreters, Runtime, build_runtime
 
 PATHS = ("copier.yml", "template")
@@ -147,3 +148,10 @@ def runtime(rendered: Rendered, interpreters: Interpreters) -> Iterator[Runtime]
         yield build_runtime(rendered, contract, root, interpreters)
     finally:
         shutil.rmtree(root)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer() -> Iterator[PgBouncer]:
+    """A real PgBouncer 1.21+ in transaction mode in front of the local PostgreSQL."""
+    with running_pgbouncer() as started:
+        yield started

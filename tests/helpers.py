@@ -97,6 +97,7 @@ EXAMPLE_FILES = frozenset(
         "tests/api/test_ledger_read.py",
         "tests/api/test_ledger_schema.py",
         "tests/unit/test_ledger.py",
+        "tests/integration/test_ledger_pgbouncer.py",
         "tests/integration/test_ledger_postgres.py",
         "tests/integration/test_ledger_read_postgres.py",
     }

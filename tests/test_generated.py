@@ -17,22 +17,32 @@ from tests.helpers import (
     run_checked,
     scratch_database,
 )
+from tests.pgbouncer import PgBouncer
 from tests.server import free_port, serve_probe_stop
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def database_url(rendered_any: Rendered) -> Iterator[str]:
+def database(rendered_any: Rendered) -> Iterator[str]:
     """Create a fresh PostgreSQL database for one render's suite and drop it afterwards."""
     with scratch_database(f"keel_{rendered_any.combo.slug.replace('-', '_')}") as name:
-        yield postgres_url(name)
+        yield name
 
 
-def test_generated_project_checks_pass(rendered_any: Rendered, database_url: str) -> None:
-    """Lock, sync, format, lint, types and every test (slow, PostgreSQL) pass; the tree stays clean."""
+def test_generated_project_checks_pass(
+    rendered_any: Rendered, database: str, pgbouncer: PgBouncer
+) -> None:
+    """Lock, sync, format, lint, types and every test (slow, PostgreSQL) pass; the tree stays clean.
+
+    The suite's PgBouncer tests get the same database through a real PgBouncer.
+    """
     cwd = rendered_any.path
-    env = project_env(APP_TEST_DATABASE_URL=database_url, CI="true")
+    env = project_env(
+        APP_TEST_DATABASE_URL=postgres_url(database),
+        APP_TEST_PGBOUNCER_URL=pgbouncer.url(database),
+        CI="true",
+    )
     for command in PROJECT_CHECKS:
         run_checked(command, cwd=cwd, env=env)
 

@@ -1,0 +1,70 @@
+"""Slow: the rendered PgBouncer tests fail where PgBouncer cannot carry the service's statements.
+
+`test_generated.py` runs every rendered suite with a PgBouncer that tracks prepared
+statements (``max_prepared_statements = 200``, the default since PgBouncer 1.24), where
+they pass. Here the same tests meet a PgBouncer that does not (``0``, the default of 1.21
+to 1.23 and what older releases do): the concurrency test must fail, naming the setting, which
+shows the test can fail and why keel's docs ask for that setting.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+
+import pytest
+
+from tests.helpers import (
+    COMBOS,
+    Rendered,
+    postgres_url,
+    project_env,
+    pytest_counts,
+    run_checked,
+    scratch_database,
+)
+from tests.pgbouncer import VERSION, pgbouncer_binary, running_pgbouncer, version_of
+
+pytestmark = pytest.mark.slow
+
+CONCURRENCY_TEST = "test_many_clients_run_statements_in_and_out_of_transactions"
+
+
+def test_the_built_pgbouncer_is_the_pinned_release() -> None:
+    """The cached build reports the version whose source hash the helper pins."""
+    assert version_of(pgbouncer_binary()) == tuple(int(part) for part in VERSION.split("."))
+
+
+def test_untracked_prepared_statements_fail_the_concurrency_test(
+    combo_renders: Callable[..., Rendered],
+) -> None:
+    """With ``max_prepared_statements = 0`` autocommit statements fail; the others pass."""
+    rendered = combo_renders(COMBOS[0])
+    run_checked(["uv", "sync", "--locked"], cwd=rendered.path, env=project_env())
+    with (
+        scratch_database("keel_pgbouncer_control") as database,
+        running_pgbouncer(max_prepared_statements=0, default_pool_size=2) as pgbouncer,
+    ):
+        result = subprocess.run(
+            [
+                *("uv", "run", "pytest", "-p", "no:cacheprovider", "-rf"),
+                "tests/integration/test_pgbouncer.py",
+            ],
+            cwd=rendered.path,
+            env=project_env(
+                APP_TEST_DATABASE_URL=postgres_url(database),
+                APP_TEST_PGBOUNCER_URL=pgbouncer.url(database),
+            ),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    output = result.stdout + result.stderr
+    counts = pytest_counts(result.stdout)
+    assert result.returncode == 1, output
+    assert (counts["failed"], counts["passed"], counts["skipped"]) == (1, 3, 0), output
+    assert f"FAILED tests/integration/test_pgbouncer.py::{CONCURRENCY_TEST}" in output
+    assert "max_prepared_statements > 0" in output
+    assert "does not exist" in output
