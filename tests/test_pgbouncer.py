@@ -64,7 +64,7 @@ def test_untracked_prepared_statements_fail_the_concurrency_test(
     output = result.stdout + result.stderr
     counts = pytest_counts(result.stdout)
     assert result.returncode == 1, output
-    assert (counts["failed"], counts["passed"], counts["skipped"]) == (1, 3, 0), output
+    assert (counts["failed"], counts["passed"], counts["skipped"]) == (1, 4, 0), output
     assert f"FAILED tests/integration/test_pgbouncer.py::{CONCURRENCY_TEST}" in output
     assert "max_prepared_statements > 0" in output
     assert "does not exist" in output

@@ -14,11 +14,14 @@ from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import exc, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from structlog.typing import EventDict
 
 from app.core.config import Settings
 from app.core.db import PoolerRefusedSettingError, create_engine
+from app.main import create_app
 from app.models import load_models
 from tests.conftest import SettingsFactory
 from tests.schema import VERSION_TABLE, database_state, downgrade, execute, script_heads, upgrade
@@ -66,6 +69,24 @@ async def test_the_url_reaches_the_test_database_through_a_pooler(
             await each.dispose()
 
     assert names[0] == names[1]
+
+
+def test_the_service_logs_the_setting_to_use(
+    make_settings: SettingsFactory, pgbouncer_url: str, logs: list[EventDict]
+) -> None:
+    """Run without ``pgbouncer``, the service answers 503 and its log line names the fix.
+
+    The line carries the error's type and fixed hint only, never the driver's message.
+    """
+    with TestClient(create_app(make_settings(db={"url": pgbouncer_url}))) as client:
+        ready = client.get("/readyz")
+
+    failed = [event for event in logs if event["event"] == "readiness.db_failed"]
+    assert ready.status_code == 503
+    assert ready.json()["error"]["code"] == "db_unavailable"
+    assert [(event["error"], event["hint"]) for event in failed] == [
+        ("PoolerRefusedSettingError", PoolerRefusedSettingError.hint)
+    ]
 
 
 async def _two_statements(

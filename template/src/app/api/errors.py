@@ -13,6 +13,8 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 from starlette.types import Scope, Send
 
+from app.core.db import failure_fields
+
 _log = structlog.get_logger(__name__)
 
 # Stable codes for clients; the reason phrase of 413 even differs between Python versions.
@@ -209,14 +211,14 @@ async def _db_error(request: Request, error: Exception) -> JSONResponse:
         return _unavailable(request, "timeout", "database statement timed out")
     if _is_unavailable(error):
         # Only the type is logged: driver messages may quote connection details.
-        _log.warning("db.unavailable", error=type(error).__name__)
+        _log.warning("db.unavailable", **failure_fields(error))
         return _unavailable(request, "db_unavailable", "database unavailable")
     return await _unhandled_logged(request, error)
 
 
 async def _connection_refused(request: Request, error: Exception) -> JSONResponse:
     # asyncpg lets OSError subclasses (refused, reset) through untranslated.
-    _log.warning("db.unavailable", error=type(error).__name__)
+    _log.warning("db.unavailable", **failure_fields(error))
     return _unavailable(request, "db_unavailable", "database unavailable")
 
 

@@ -85,9 +85,30 @@ class PoolerRefusedSettingError(ConnectionError):
     """A connection pooler (PgBouncer) refused a setting the service sends at connect time.
 
     PgBouncer answers ``unsupported startup parameter: statement_timeout`` to every
-    connection of a service configured for PostgreSQL itself; the message names the
-    setting that fixes it. It is a `ConnectionError`, so requests get 503, not 500.
+    connection of a service configured for PostgreSQL itself; the message and `hint`
+    name the setting that fixes it. It is a `ConnectionError`, so requests get 503.
     """
+
+    hint = "the database URL points at a pooler such as PgBouncer: set APP_DB__PGBOUNCER=true"
+
+
+def failure_fields(error: BaseException) -> dict[str, str]:
+    """Return what a log line may say about a database failure.
+
+    Driver messages may quote connection details, so a line gets the error's type and,
+    for errors that carry one, their fixed ``hint``, never the message.
+
+    Args:
+        error: The failure.
+
+    Returns:
+        ``error`` (the type's name), and ``hint`` when the type has one.
+    """
+    fields = {"error": type(error).__name__}
+    hint = getattr(error, "hint", None)
+    if isinstance(hint, str):
+        fields["hint"] = hint
+    return fields
 
 
 # PgBouncer's wording; PostgreSQL itself accepts any run-time parameter at startup.

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from app.api.deps import app_state
 from app.api.errors import ErrorBody, error_response
 from app.core.concurrency import deadline
-from app.core.db import ping
+from app.core.db import failure_fields, ping
 
 router = APIRouter(tags=["health"])
 _log = structlog.get_logger(__name__)
@@ -43,7 +43,7 @@ async def readyz(request: Request) -> JSONResponse:
         async with deadline(state["settings"].server.readiness_timeout):
             await ping(state["engine"])
     except Exception as error:  # noqa: BLE001 -- any failure means "not ready", never a 500
-        _log.warning("readiness.db_failed", error=type(error).__name__)
+        _log.warning("readiness.db_failed", **failure_fields(error))
         return error_response(
             request, 503, "database unreachable", code="db_unavailable", headers=_NO_STORE
         )
