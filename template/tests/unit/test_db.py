@@ -10,7 +10,7 @@ from sqlalchemy import ForeignKey, MetaData, event, exc, select, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, mapped_column, relationship, selectinload
-from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from app.core.concurrency import deadline
 from app.core.config import Settings
@@ -127,16 +127,19 @@ async def test_postgres_statement_timeout_zero_disables(make_settings: SettingsF
     assert kwargs["server_settings"]["statement_timeout"] == "0"
 
 
-async def test_pgbouncer_mode_disables_pool_and_statement_caches(
+async def test_pgbouncer_mode_keeps_the_pool_but_no_statement_caches(
     make_settings: SettingsFactory,
 ) -> None:
-    """Behind PgBouncer: no client pool and no prepared statements that outlive a transaction."""
-    settings = make_settings(db={"url": unreachable_postgres_url(), "pgbouncer": True})
+    """Behind PgBouncer: the bounded pool stays, no prepared statement outlives a transaction."""
+    settings = make_settings(
+        db={"url": unreachable_postgres_url(), "pgbouncer": True, "pool_size": 3}
+    )
 
     kwargs = await _connect_args(settings)
     engine = create_engine(settings)
 
-    assert isinstance(engine.pool, NullPool)
+    assert isinstance(engine.pool, AsyncAdaptedQueuePool)
+    assert engine.pool.size() == 3
     assert kwargs["statement_cache_size"] == 0
     assert kwargs["prepared_statement_cache_size"] == 0
     assert kwargs["prepared_statement_name_func"]() != kwargs["prepared_statement_name_func"]()
