@@ -130,7 +130,7 @@ class PgBouncer:
 
 @contextlib.contextmanager
 def running_pgbouncer(
-    *, max_prepared_statements: int = 200, default_pool_size: int = 10
+    *, max_prepared_statements: int = 200, default_pool_size: int = 10, port: int | None = None
 ) -> Iterator[PgBouncer]:
     """Start PgBouncer in transaction mode on a free port; stop it on the way out.
 
@@ -138,6 +138,7 @@ def running_pgbouncer(
         max_prepared_statements: 0 behaves as PgBouncer before 1.21 did: prepared
             statements are not tracked across server connections.
         default_pool_size: Server connections per database and user.
+        port: Where to listen (a free port when omitted), e.g. to restart on the same one.
 
     Yields:
         The running PgBouncer.
@@ -148,7 +149,7 @@ def running_pgbouncer(
     root.chmod(0o777)
     binary = root / "pgbouncer"
     shutil.copy2(pgbouncer_binary(), binary)
-    port = free_port()
+    port = port or free_port()
     log = root / "pgbouncer.log"
     (root / "users.txt").write_text(f'"{PG_USER}" ""\n')
     config = root / "pgbouncer.ini"

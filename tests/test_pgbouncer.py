@@ -24,6 +24,7 @@ from tests.helpers import (
     scratch_database,
 )
 from tests.pgbouncer import VERSION, pgbouncer_binary, running_pgbouncer, version_of
+from tests.server import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -68,3 +69,66 @@ def test_untracked_prepared_statements_fail_the_concurrency_test(
     assert f"FAILED tests/integration/test_pgbouncer.py::{CONCURRENCY_TEST}" in output
     assert "max_prepared_statements > 0" in output
     assert "does not exist" in output
+
+
+# Run in the rendered project: fill the pool through PgBouncer, wait for a line on stdin
+# (PgBouncer restarts meanwhile), then run 50 statements and report the failures.
+_RESTART_PROBE = """
+import asyncio, sys
+from sqlalchemy import text
+from app.core.config import Settings
+from app.core.db import create_engine
+
+async def main():
+    engine = create_engine(Settings(db={"url": sys.argv[1], "pgbouncer": True}))
+
+    async def one():
+        async with engine.connect() as connection:
+            return (await connection.execute(text("SELECT 1"))).scalar_one()
+
+    await asyncio.gather(*(one() for _ in range(20)))
+    print("pooled", engine.pool.checkedin(), flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
+    results = await asyncio.gather(*(one() for _ in range(50)), return_exceptions=True)
+    failed = [type(result).__name__ for result in results if isinstance(result, BaseException)]
+    print("failed", len(failed), *failed, flush=True)
+    await engine.dispose()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(("pre_ping", "fails"), [("true", False), ("false", True)])
+def test_pooled_connections_outlive_a_pgbouncer_restart(
+    combo_renders: Callable[..., Rendered], pre_ping: str, *, fails: bool
+) -> None:
+    """PgBouncer restarts under a full pool: the checkout check replaces every closed connection.
+
+    With the checks switched off (``APP_DB__POOL_PRE_PING=false``, the control) the first
+    use of the stale pool fails, which shows the check is what saves the requests.
+    """
+    rendered = combo_renders(COMBOS[0])
+    run_checked(["uv", "sync", "--locked"], cwd=rendered.path, env=project_env())
+    port = free_port()
+    with scratch_database("keel_pgbouncer_restart") as database:
+        with running_pgbouncer(port=port) as pgbouncer:
+            probe = subprocess.Popen(
+                ["uv", "run", "python", "-c", _RESTART_PROBE, pgbouncer.url(database)],
+                cwd=rendered.path,
+                env=project_env(APP_DB__POOL_PRE_PING=pre_ping),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            assert probe.stdout is not None
+            pooled = probe.stdout.readline()
+        with running_pgbouncer(port=port):
+            output, errors = probe.communicate("go\n", timeout=60)
+
+    word, count = pooled.split() or ("nothing", "0")
+    assert word == "pooled", pooled + errors
+    assert int(count) >= 2, pooled
+    failed = output.split()
+    assert failed[0] == "failed", output + errors
+    assert (int(failed[1]) > 0) is fails, output
