@@ -108,11 +108,12 @@ async def _two_statements(
 async def test_many_clients_run_statements_in_and_out_of_transactions(engine: AsyncEngine) -> None:
     """Parameterised statements from 48 clients at once, with and without a transaction.
 
-    Outside a transaction (autocommit, as the lean read runs) asyncpg prepares a statement
-    and runs it in two exchanges, which PgBouncer may send to two server connections.
-    Only PgBouncer's own tracking of prepared statements makes that work:
+    asyncpg prepares a statement once per connection and runs it again in later
+    transactions; outside a transaction (autocommit, as the lean read runs) it even
+    prepares and runs it in two exchanges. PgBouncer may send each to another server
+    connection. Only PgBouncer's own tracking of prepared statements makes that work:
     ``max_prepared_statements`` above 0, in PgBouncer 1.21 or newer (0 by default before
-    1.24). Without it some of these fail with "prepared statement ... does not exist".
+    1.24). Without it most of these fail with "prepared statement ... does not exist".
     """
     failures: Counter[str] = Counter()
 

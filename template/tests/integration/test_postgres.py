@@ -108,7 +108,7 @@ async def test_without_pre_ping_killed_connection_fails_once(
 async def test_pgbouncer_mode_runs_queries(
     pg_settings: PgSettings, engines: list[AsyncEngine]
 ) -> None:
-    """PgBouncer mode (no statement cache, unique statement names) runs parameterised queries."""
+    """PgBouncer mode runs parameterised queries straight against PostgreSQL too."""
     engine = create_engine(pg_settings(pgbouncer=True))
     engines.append(engine)
 

@@ -169,7 +169,7 @@ class DatabaseSettings(_Group):
     )
     pgbouncer: bool = Field(
         default=False,
-        description="Behind PgBouncer in transaction mode: no prepared-statement cache.",
+        description="Behind PgBouncer 1.21+ (transaction mode): no statement_timeout at connect.",
     )
     echo: bool = Field(default=False, description="Log every SQL statement (debugging only).")
 
