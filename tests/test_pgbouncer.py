@@ -39,7 +39,7 @@ def test_the_built_pgbouncer_is_the_pinned_release() -> None:
 def test_untracked_prepared_statements_fail_the_concurrency_test(
     combo_renders: Callable[..., Rendered],
 ) -> None:
-    """With ``max_prepared_statements = 0`` autocommit statements fail; the others pass."""
+    """With ``max_prepared_statements = 0`` the concurrency test fails, pinging or not; the rest pass."""
     rendered = combo_renders(COMBOS[0])
     run_checked(["uv", "sync", "--locked"], cwd=rendered.path, env=project_env())
     with (
@@ -65,8 +65,11 @@ def test_untracked_prepared_statements_fail_the_concurrency_test(
     output = result.stdout + result.stderr
     counts = pytest_counts(result.stdout)
     assert result.returncode == 1, output
-    assert (counts["failed"], counts["passed"], counts["skipped"]) == (1, 4, 0), output
-    assert f"FAILED tests/integration/test_pgbouncer.py::{CONCURRENCY_TEST}" in output
+    assert (counts["failed"], counts["passed"], counts["skipped"]) == (2, 4, 0), output
+    for variant in ("idle-ping", "ping-every-checkout"):
+        assert (
+            f"FAILED tests/integration/test_pgbouncer.py::{CONCURRENCY_TEST}[{variant}]" in output
+        )
     assert "max_prepared_statements > 0" in output
     assert "does not exist" in output
 

@@ -105,7 +105,12 @@ async def _two_statements(
     assert (total, double) == (client + round_, 2 * round_)
 
 
-async def test_many_clients_run_statements_in_and_out_of_transactions(engine: AsyncEngine) -> None:
+# The default pings only connections idle 10 s; 0 pings at every checkout, so the
+# pings themselves run through transaction pooling too.
+@pytest.mark.parametrize("pre_ping_idle", [10.0, 0.0], ids=["idle-ping", "ping-every-checkout"])
+async def test_many_clients_run_statements_in_and_out_of_transactions(
+    make_settings: SettingsFactory, pgbouncer_url: str, pre_ping_idle: float
+) -> None:
     """Parameterised statements from 48 clients at once, with and without a transaction.
 
     asyncpg prepares a statement once per connection and runs it again in later
@@ -115,6 +120,9 @@ async def test_many_clients_run_statements_in_and_out_of_transactions(engine: As
     ``max_prepared_statements`` above 0, in PgBouncer 1.21 or newer (0 by default before
     1.24). Without it most of these fail with "prepared statement ... does not exist".
     """
+    engine = create_engine(
+        make_settings(db={"url": pgbouncer_url, "pgbouncer": True, "pre_ping_idle": pre_ping_idle})
+    )
     failures: Counter[str] = Counter()
 
     async def client(number: int) -> None:
@@ -125,9 +133,12 @@ async def test_many_clients_run_statements_in_and_out_of_transactions(engine: As
                 # One name per statement: count the kinds of failure, not the names.
                 failures[_STATEMENT_NAME.sub('"<name>"', str(error.orig).splitlines()[0])] += 1
 
-    async with asyncio.TaskGroup() as group:
-        for number in range(CLIENTS):
-            group.create_task(client(number))
+    try:
+        async with asyncio.TaskGroup() as group:
+            for number in range(CLIENTS):
+                group.create_task(client(number))
+    finally:
+        await engine.dispose()
 
     assert not failures, (
         f"{failures.total()} of {CLIENTS * ROUNDS} failed through PgBouncer; autocommit "
