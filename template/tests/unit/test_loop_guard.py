@@ -30,14 +30,22 @@ async def yielding() -> None:
 # The guard is off for these tests themselves: they block on purpose and check `guard`.
 @pytest.mark.loop_guard(threshold=None)
 async def test_loop_guard_fails_a_coroutine_that_calls_time_sleep() -> None:
-    """time.sleep(0.3) inside a coroutine fails, naming the blocking line."""
+    """time.sleep(0.3) inside a coroutine fails, naming the blocking line.
+
+    The guard does not count time the loop's thread spent waiting for a CPU or
+    collecting garbage (a busy CI machine), and says how much it left out; the stall
+    and what was left out together cover the 0.3 s.
+    """
     with pytest.raises(pytest.fail.Exception) as failure:
         await guard(blocking, 0.1)()
 
-    blocked = re.search(r"event loop blocked for (\d+\.\d+) s", str(failure.value))
-    assert blocked is not None
-    assert float(blocked.group(1)) >= 0.2
-    assert "time.sleep(0.3)" in str(failure.value)
+    report = str(failure.value)
+    blocked = re.search(r"event loop blocked for (\d+\.\d+) s", report)
+    left_out = re.findall(r"and (\d+\.\d+) s (?:waiting for a CPU|of garbage collection)", report)
+    assert blocked is not None, report
+    assert float(blocked.group(1)) > 0.1, report
+    assert float(blocked.group(1)) + sum(map(float, left_out)) >= 0.25, report
+    assert "time.sleep(0.3)" in report
 
 
 @pytest.mark.loop_guard(threshold=None)
