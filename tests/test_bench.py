@@ -52,6 +52,7 @@ def results(out: Path) -> dict[str, Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("saturates-cpus")  # wrk and the service take both CPUs; see test_generated
 def test_smoke_run_produces_sane_results(tmp_path: Path) -> None:
     """One smoke run (a single test, so xdist never starts two) yields every output, sanely."""
     if shutil.which("wrk") is None and os.geteuid() != 0 and not os.environ.get("CI"):
