@@ -130,7 +130,11 @@ class PgBouncer:
 
 @contextlib.contextmanager
 def running_pgbouncer(
-    *, max_prepared_statements: int = 200, default_pool_size: int = 10, port: int | None = None
+    *,
+    max_prepared_statements: int = 200,
+    default_pool_size: int = 10,
+    port: int | None = None,
+    users: tuple[str, ...] = (),
 ) -> Iterator[PgBouncer]:
     """Start PgBouncer in transaction mode on a free port; stop it on the way out.
 
@@ -139,6 +143,7 @@ def running_pgbouncer(
             statements are not tracked across server connections.
         default_pool_size: Server connections per database and user.
         port: Where to listen (a free port when omitted), e.g. to restart on the same one.
+        users: Roles besides the superuser that may log in (trust authentication).
 
     Yields:
         The running PgBouncer.
@@ -151,7 +156,7 @@ def running_pgbouncer(
     shutil.copy2(pgbouncer_binary(), binary)
     port = port or free_port()
     log = root / "pgbouncer.log"
-    (root / "users.txt").write_text(f'"{PG_USER}" ""\n')
+    (root / "users.txt").write_text("".join(f'"{user}" ""\n' for user in (PG_USER, *users)))
     config = root / "pgbouncer.ini"
     config.write_text(
         "[databases]\n"

@@ -9,6 +9,7 @@ shows the test can fail and why keel's docs ask for that setting.
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 from collections.abc import Callable
 
@@ -16,9 +17,11 @@ import pytest
 
 from tests.helpers import (
     COMBOS,
+    PG_USER,
     Rendered,
     postgres_url,
     project_env,
+    psql,
     pytest_counts,
     run_checked,
     scratch_database,
@@ -135,3 +138,63 @@ def test_pooled_connections_outlive_a_pgbouncer_restart(
     failed = output.split()
     assert failed[0] == "failed", output + errors
     assert (int(failed[1]) > 0) is fails, output
+
+
+# Run in the rendered project as the role: one statement that outlasts the role's limit.
+_ROLE_TIMEOUT_PROBE = """
+import asyncio, sys, time
+from sqlalchemy import exc, text
+from app.core.config import Settings
+from app.core.db import create_engine
+
+async def main():
+    # No driver-side limit: only the server's, from the role, can stop the statement.
+    settings = Settings(db={"url": sys.argv[1], "pgbouncer": True, "statement_timeout": 0})
+    engine = create_engine(settings)
+    started = time.monotonic()
+    try:
+        async with engine.connect() as connection:
+            limit = (await connection.execute(text("SHOW statement_timeout"))).scalar_one()
+            await connection.execute(text("SELECT pg_sleep(5)"))
+        outcome = "finished"
+    except exc.DBAPIError as error:
+        outcome = getattr(error.orig, "sqlstate", None) or type(error.orig).__name__
+    print(limit, outcome, round(time.monotonic() - started, 2), flush=True)
+    await engine.dispose()
+
+asyncio.run(main())
+"""
+
+
+def test_a_statement_timeout_set_on_the_role_holds_through_pgbouncer(
+    combo_renders: Callable[..., Rendered],
+) -> None:
+    """The docs' limit behind PgBouncer, ``ALTER ROLE ... SET statement_timeout``, stops a query.
+
+    PgBouncer refuses the startup parameter, so this is the server-side limit a service
+    behind it gets. The role logs in through PgBouncer and the server cancels the statement
+    with SQLSTATE 57014, which the service answers as ``503 timeout``.
+    """
+    rendered = combo_renders(COMBOS[0])
+    run_checked(["uv", "sync", "--locked"], cwd=rendered.path, env=project_env())
+    role = f"keel_pgbouncer_{secrets.token_hex(4)}"
+    psql(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        psql(f"ALTER ROLE \"{role}\" SET statement_timeout = '300ms'")
+        with (
+            scratch_database("keel_pgbouncer_role") as database,
+            running_pgbouncer(users=(role,)) as pgbouncer,
+        ):
+            url = pgbouncer.url(database).replace(f"//{PG_USER}@", f"//{role}@", 1)
+            probe = run_checked(
+                ["uv", "run", "python", "-c", _ROLE_TIMEOUT_PROBE, url],
+                cwd=rendered.path,
+                env=project_env(),
+                timeout=120,
+            )
+    finally:
+        psql(f'DROP ROLE IF EXISTS "{role}"')
+
+    limit, outcome, seconds = probe.stdout.split()
+    assert (limit, outcome) == ("300ms", "57014"), probe.stdout
+    assert float(seconds) < 3, probe.stdout
