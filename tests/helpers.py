@@ -259,6 +259,8 @@ def scratch_database(prefix: str) -> Iterator[str]:
         psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def postgres_url(database: str, *, port: int = PG_PORT, driver: str = "asyncpg") -> str:
+def postgres_url(
+    database: str, *, port: int = PG_PORT, driver: str = "asyncpg", user: str = PG_USER
+) -> str:
     """Return the SQLAlchemy URL of a local database."""
-    return f"postgresql+{driver}://{PG_USER}@{PG_HOST}:{port}/{database}"
+    return f"postgresql+{driver}://{user}@{PG_HOST}:{port}/{database}"

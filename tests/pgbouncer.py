@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.helpers import PG_HOST, PG_PORT, PG_USER
+from tests.helpers import PG_HOST, PG_PORT, PG_USER, postgres_url
 from tests.server import free_port
 
 VERSION = "1.24.1"
@@ -121,11 +121,10 @@ class PgBouncer:
     """A running PgBouncer in front of the local PostgreSQL; every database name passes through."""
 
     port: int
-    log: Path
 
-    def url(self, database: str, *, driver: str = "asyncpg") -> str:
+    def url(self, database: str, *, user: str = PG_USER) -> str:
         """Return the SQLAlchemy URL of ``database`` through this PgBouncer."""
-        return f"postgresql+{driver}://{PG_USER}@{PG_HOST}:{self.port}/{database}"
+        return postgres_url(database, port=self.port, user=user)
 
 
 @contextlib.contextmanager
@@ -194,7 +193,7 @@ def running_pgbouncer(
                 message = f"PgBouncer did not start (exit {process.poll()}):\n{output}"
                 raise RuntimeError(message)
             time.sleep(0.05)
-        yield PgBouncer(port=port, log=log)
+        yield PgBouncer(port=port)
     finally:
         process.send_signal(signal.SIGINT)  # PgBouncer's immediate shutdown
         try:

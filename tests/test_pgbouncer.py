@@ -12,12 +12,12 @@ from __future__ import annotations
 import secrets
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from tests.helpers import (
     COMBOS,
-    PG_USER,
     Rendered,
     postgres_url,
     project_env,
@@ -34,17 +34,23 @@ pytestmark = pytest.mark.slow
 CONCURRENCY_TEST = "test_many_clients_run_statements_in_and_out_of_transactions"
 
 
+@pytest.fixture
+def project(combo_renders: Callable[..., Rendered]) -> Path:
+    """A rendered project with the example, its environment synced."""
+    rendered = combo_renders(COMBOS[0])
+    run_checked(["uv", "sync", "--locked"], cwd=rendered.path, env=project_env())
+    return rendered.path
+
+
 def test_the_built_pgbouncer_is_the_pinned_release() -> None:
     """The cached build reports the version whose source hash the helper pins."""
     assert version_of(pgbouncer_binary()) == tuple(int(part) for part in VERSION.split("."))
 
 
 def test_untracked_prepared_statements_fail_the_concurrency_test(
-    combo_renders: Callable[..., Rendered],
+    project: Path,
 ) -> None:
     """With ``max_prepared_statements = 0`` the concurrency test fails, pinging or not; the rest pass."""
-    rendered = combo_renders(COMBOS[0])
-    run_checked(["uv", "sync", "--locked"], cwd=rendered.path, env=project_env())
     with (
         scratch_database("keel_pgbouncer_control") as database,
         running_pgbouncer(max_prepared_statements=0, default_pool_size=2) as pgbouncer,
@@ -54,7 +60,7 @@ def test_untracked_prepared_statements_fail_the_concurrency_test(
                 *("uv", "run", "pytest", "-p", "no:cacheprovider", "-rf"),
                 "tests/integration/test_pgbouncer.py",
             ],
-            cwd=rendered.path,
+            cwd=project,
             env=project_env(
                 APP_TEST_DATABASE_URL=postgres_url(database),
                 APP_TEST_PGBOUNCER_URL=pgbouncer.url(database),
@@ -106,21 +112,19 @@ asyncio.run(main())
 
 @pytest.mark.parametrize(("pre_ping", "fails"), [("true", False), ("false", True)])
 def test_pooled_connections_outlive_a_pgbouncer_restart(
-    combo_renders: Callable[..., Rendered], pre_ping: str, *, fails: bool
+    project: Path, pre_ping: str, *, fails: bool
 ) -> None:
     """PgBouncer restarts under a full pool: the checkout check replaces every closed connection.
 
     With the checks switched off (``APP_DB__POOL_PRE_PING=false``, the control) the first
     use of the stale pool fails, which shows the check is what saves the requests.
     """
-    rendered = combo_renders(COMBOS[0])
-    run_checked(["uv", "sync", "--locked"], cwd=rendered.path, env=project_env())
     port = free_port()
     with scratch_database("keel_pgbouncer_restart") as database:
         with running_pgbouncer(port=port) as pgbouncer:
             probe = subprocess.Popen(
                 ["uv", "run", "python", "-c", _RESTART_PROBE, pgbouncer.url(database)],
-                cwd=rendered.path,
+                cwd=project,
                 env=project_env(APP_DB__POOL_PRE_PING=pre_ping),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -167,7 +171,7 @@ asyncio.run(main())
 
 
 def test_a_statement_timeout_set_on_the_role_holds_through_pgbouncer(
-    combo_renders: Callable[..., Rendered],
+    project: Path,
 ) -> None:
     """The docs' limit behind PgBouncer, ``ALTER ROLE ... SET statement_timeout``, stops a query.
 
@@ -175,8 +179,6 @@ def test_a_statement_timeout_set_on_the_role_holds_through_pgbouncer(
     behind it gets. The role logs in through PgBouncer and the server cancels the statement
     with SQLSTATE 57014, which the service answers as ``503 timeout``.
     """
-    rendered = combo_renders(COMBOS[0])
-    run_checked(["uv", "sync", "--locked"], cwd=rendered.path, env=project_env())
     role = f"keel_pgbouncer_{secrets.token_hex(4)}"
     psql(f'CREATE ROLE "{role}" LOGIN')
     try:
@@ -185,10 +187,10 @@ def test_a_statement_timeout_set_on_the_role_holds_through_pgbouncer(
             scratch_database("keel_pgbouncer_role") as database,
             running_pgbouncer(users=(role,)) as pgbouncer,
         ):
-            url = pgbouncer.url(database).replace(f"//{PG_USER}@", f"//{role}@", 1)
+            url = pgbouncer.url(database, user=role)
             probe = run_checked(
                 ["uv", "run", "python", "-c", _ROLE_TIMEOUT_PROBE, url],
-                cwd=rendered.path,
+                cwd=project,
                 env=project_env(),
                 timeout=120,
             )

@@ -125,10 +125,7 @@ async def _connect_asyncpg(*args: Any, connect_timeout: float, **kwargs: Any) ->
     except asyncpg.ProtocolViolationError as error:
         if not str(error).startswith(_POOLER_REFUSAL):
             raise
-        message = (
-            f"the database answered {str(error)!r}: the URL points at a pooler such as "
-            "PgBouncer in transaction mode; set APP_DB__PGBOUNCER=true"
-        )
+        message = f"the database answered {str(error)!r}: {PoolerRefusedSettingError.hint}"
         raise PoolerRefusedSettingError(message) from error
 
 
